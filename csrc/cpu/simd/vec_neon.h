@@ -1,0 +1,56 @@
+// Vector traits for ARM NEON / AArch64 (4 x f32). Included only by files built
+// for aarch64; see spmm_impl.h for the operations it must provide.
+#pragma once
+
+#include <arm_neon.h>
+
+#include <cstdint>
+
+namespace zs::simd {
+
+struct Neon {
+  using R = float32x4_t;
+  static constexpr int W = 4;
+
+  static R zero() { return vdupq_n_f32(0.0f); }
+  static R load(const float* p) { return vld1q_f32(p); }
+  static void store(float* p, R v) { vst1q_f32(p, v); }
+  static R bcast(float f) { return vdupq_n_f32(f); }
+  static R fma(R a, R b, R c) { return vfmaq_f32(c, a, b); }
+  static R add(R a, R b) { return vaddq_f32(a, b); }
+  static R clamp(R v, R lo, R hi) { return vminq_f32(vmaxq_f32(v, lo), hi); }
+
+  // No masked memory ops on NEON: go through a stack buffer.
+  static R load_part(const float* p, int cnt) {
+    float buf[W] = {0.0f, 0.0f, 0.0f, 0.0f};
+    for (int i = 0; i < cnt; ++i) buf[i] = p[i];
+    return vld1q_f32(buf);
+  }
+  static void store_part(float* p, R v, int cnt) {
+    float buf[W];
+    vst1q_f32(buf, v);
+    for (int i = 0; i < cnt; ++i) p[i] = buf[i];
+  }
+  static float hsum(R v) { return vaddvq_f32(v); }
+
+  // No gather instruction: four scalar loads into one register.
+  template <class Idx>
+  static R gather(const float* base, const Idx* idx) {
+    R v = vdupq_n_f32(base[idx[0]]);
+    v = vsetq_lane_f32(base[idx[1]], v, 1);
+    v = vsetq_lane_f32(base[idx[2]], v, 2);
+    v = vsetq_lane_f32(base[idx[3]], v, 3);
+    return v;
+  }
+
+  static constexpr int kMetaBytes = W / 4;
+  static R select24(const float* xg, uint32_t meta) {
+    R v = vdupq_n_f32(xg[meta & 3u]);
+    v = vsetq_lane_f32(xg[(meta >> 2) & 3u], v, 1);
+    v = vsetq_lane_f32(xg[4 + ((meta >> 4) & 3u)], v, 2);
+    v = vsetq_lane_f32(xg[4 + ((meta >> 6) & 3u)], v, 3);
+    return v;
+  }
+};
+
+}  // namespace zs::simd

@@ -1,0 +1,71 @@
+// zeroskip sparse-matrix x dense-matrix micro-kernel interface.
+//
+// Every kernel computes   Y[i, :] = clamp(sum_k A[i, k] * X[k, :] + bias[i])
+// for the output rows [row_begin, row_end) of a sparse A (M x K) and a dense,
+// row-major, contiguous X (K x N). Y is row-major and contiguous (M x N).
+// For BSR, row_begin/row_end count block rows.
+//
+// Kernels take views (raw pointers + sizes) of weights that were validated when
+// they were packed (csrc/cpu/packed.h); a kernel never checks indices again, so
+// views must only be built from packed objects. Threading lives in the driver
+// (csrc/cpu/spmm.cc); kernels are single-threaded and re-entrant.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace zs {
+
+enum class IndexType : uint8_t { kU16 = 0, kU32 = 1 };
+
+// Compressed sparse rows. Column indices are sorted within a row.
+struct CsrF32 {
+  int64_t m = 0, k = 0, nnz = 0;
+  const float* values = nullptr;    // [nnz]
+  const void* col = nullptr;        // [nnz], uint16 or uint32
+  IndexType col_type = IndexType::kU16;
+  const int64_t* row_ptr = nullptr; // [m + 1]
+};
+
+// Block sparse rows with br x bc blocks. The last block row / column may stick
+// out of the matrix (m % br, k % bc); kernels clip to m and k. Each block's
+// values are stored column-major (bc columns of br values), so a batch-1 kernel
+// can load a column of the block as one vector.
+struct BsrF32 {
+  int64_t m = 0, k = 0, nblocks = 0;
+  int32_t br = 1, bc = 1;
+  int64_t mb = 0;                    // block rows = ceil(m / br)
+  const float* values = nullptr;     // [nblocks][bc][br]
+  const void* bcol = nullptr;        // [nblocks] block-column index
+  IndexType bcol_type = IndexType::kU16;
+  const int64_t* brow_ptr = nullptr; // [mb + 1]
+};
+
+// N:M structured sparsity along K: each group of m consecutive columns of a
+// row keeps n values. k % m == 0. values is [m_rows][k / m * n]; meta holds the
+// in-group offset of each kept value (strictly increasing inside a group),
+// `bits` bits each, packed little-endian (first offset in the lowest bits of
+// byte 0), meta_stride bytes per row.
+struct NmF32 {
+  int64_t m = 0, k = 0;
+  int32_t n = 2, group = 4, bits = 2;
+  const float* values = nullptr;
+  const uint8_t* meta = nullptr;
+  int64_t meta_stride = 0;
+};
+
+// Epilogue: optional per-row bias, then clamp to [min, max].
+struct SpmmParams {
+  const float* bias = nullptr;  // [m] or null
+  float min = -__builtin_inff();
+  float max = __builtin_inff();
+};
+
+using CsrUkernel = void (*)(const CsrF32& a, const float* x, float* y, int64_t n,
+                            const SpmmParams& p, int64_t row_begin, int64_t row_end);
+using BsrUkernel = void (*)(const BsrF32& a, const float* x, float* y, int64_t n,
+                            const SpmmParams& p, int64_t brow_begin, int64_t brow_end);
+using NmUkernel = void (*)(const NmF32& a, const float* x, float* y, int64_t n,
+                           const SpmmParams& p, int64_t row_begin, int64_t row_end);
+
+}  // namespace zs

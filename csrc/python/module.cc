@@ -1,0 +1,198 @@
+// zeroskip._C: the pybind11 face of the C++ kernels. Arrays come in through
+// the buffer protocol (numpy); every shape, dtype, layout and aliasing rule is
+// checked here, before any kernel touches memory. No torch headers.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstring>
+#include <optional>
+#include <string>
+
+#include "../cpu/packed.h"
+#include "../cpu/registry.h"
+#include "../cpu/spmm.h"
+#include "../cuda/device.h"
+
+namespace py = pybind11;
+
+namespace {
+
+using F32In = py::array_t<float, py::array::c_style | py::array::forcecast>;
+using I64In = py::array_t<int64_t, py::array::c_style | py::array::forcecast>;
+using U8In = py::array_t<uint8_t, py::array::c_style | py::array::forcecast>;
+
+std::string shape_str(const py::array& a) {
+  std::string s = "(";
+  for (py::ssize_t i = 0; i < a.ndim(); ++i) s += (i ? ", " : "") + std::to_string(a.shape(i));
+  return s + (a.ndim() == 1 ? ",)" : ")");
+}
+
+void expect_size(const py::array& a, int64_t size, const char* what) {
+  if (a.size() != size)
+    throw py::value_error(std::string(what) + " has " + std::to_string(a.size()) + " elements, expected " +
+                          std::to_string(size));
+}
+
+// A float32, C-contiguous 2-D array of the given rows (cols < 0: any).
+const float* dense_arg(const py::array& a, const char* what, int64_t rows, int64_t cols, bool writeable) {
+  if (!a.dtype().is(py::dtype::of<float>()))
+    throw py::type_error(std::string(what) + " must be float32, got " + std::string(py::str(a.dtype())) +
+                         "; convert with .astype(numpy.float32)");
+  if (a.ndim() != 2) throw py::value_error(std::string(what) + " must be 2-D, got shape " + shape_str(a));
+  if (!(a.flags() & py::array::c_style))
+    throw py::value_error(std::string(what) + " must be C-contiguous; pass numpy.ascontiguousarray(" + what + ")");
+  if (a.shape(0) != rows || (cols >= 0 && a.shape(1) != cols))
+    throw py::value_error(std::string(what) + " has shape " + shape_str(a) + ", expected (" + std::to_string(rows) +
+                          ", " + (cols >= 0 ? std::to_string(cols) : std::string("N")) + ")");
+  if (writeable && !a.writeable()) throw py::value_error(std::string(what) + " is read-only");
+  return static_cast<const float*>(a.data());
+}
+
+bool overlaps(const py::array& a, const py::array& b) {
+  const char* a0 = static_cast<const char*>(a.data());
+  const char* b0 = static_cast<const char*>(b.data());
+  return a.nbytes() > 0 && b.nbytes() > 0 && a0 < b0 + b.nbytes() && b0 < a0 + a.nbytes();
+}
+
+const zs::KernelInfo& pick(zs::Format f, const std::optional<std::string>& name, int nm_n, int nm_m) {
+  if (!name) return *zs::default_kernel(f, nm_n, nm_m);
+  const zs::KernelInfo* k = zs::find_kernel(name->c_str());
+  if (!k) throw py::value_error("unknown kernel '" + *name + "'; see zeroskip.kernels.available()");
+  if (k->format != f)
+    throw py::value_error("kernel '" + *name + "' is for " + zs::format_name(k->format) + " weights, not " +
+                          zs::format_name(f));
+  if (!zs::isa_supported(k->isa))
+    throw py::value_error("kernel '" + *name + "' needs " + zs::isa_name(k->isa) + ", which this CPU lacks");
+  if (f == zs::Format::kNm && !zs::kernel_supports_nm(*k, nm_n, nm_m))
+    throw py::value_error("kernel '" + *name + "' takes " + std::to_string(k->nm_n) + ":" + std::to_string(k->nm_m) +
+                          " weights, not " + std::to_string(nm_n) + ":" + std::to_string(nm_m));
+  return *k;
+}
+
+template <class View>
+void run_spmm(const View& a, const zs::KernelInfo& k, const py::array& x, const py::array& y,
+              const std::optional<py::array>& bias, float lo, float hi) {
+  const float* xp = dense_arg(x, "x", a.k, -1, false);
+  const int64_t n = x.shape(1);
+  float* yp = const_cast<float*>(dense_arg(y, "out", a.m, n, true));
+  if (overlaps(x, y)) throw py::value_error("out must not share memory with x");
+  zs::SpmmParams p;
+  if (bias) {
+    if (!bias->dtype().is(py::dtype::of<float>()) || bias->ndim() != 1 || bias->shape(0) != a.m ||
+        !(bias->flags() & py::array::c_style))
+      throw py::value_error("bias must be a contiguous float32 vector of length " + std::to_string(a.m) +
+                            ", got " + std::string(py::str(bias->dtype())) + " " + shape_str(*bias));
+    if (overlaps(*bias, y)) throw py::value_error("out must not share memory with bias");
+    p.bias = static_cast<const float*>(bias->data());
+  }
+  if (!(lo <= hi)) throw py::value_error("clamp range is empty: min > max");
+  p.min = lo;
+  p.max = hi;
+  if (a.m == 0 || n == 0) return;
+  py::gil_scoped_release nogil;
+  zs::spmm(k, a, xp, yp, n, p);
+}
+
+py::dict kernel_dict(const zs::KernelInfo& k) {
+  py::dict d;
+  d["name"] = k.name;
+  d["format"] = zs::format_name(k.format);
+  d["dtype"] = "float32";
+  d["isa"] = zs::isa_name(k.isa);
+  d["tile"] = py::make_tuple(k.tile_n, k.tile_m);
+  d["nm"] = k.nm_n ? py::object(py::make_tuple(k.nm_n, k.nm_m)) : py::object(py::none());
+  d["runnable"] = zs::isa_supported(k.isa);
+  return d;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "zeroskip C++ kernels (no torch, no CUDA calls at import)";
+  py::register_exception<zs::FormatError>(m, "FormatError", PyExc_ValueError);
+
+  m.def("kernels", [] {
+    size_t count = 0;
+    const zs::KernelInfo* t = zs::kernel_table(&count);
+    py::list out;
+    for (size_t i = 0; i < count; ++i) out.append(kernel_dict(t[i]));
+    return out;
+  }, "Every registered kernel, with whether this CPU can run it.");
+  m.def("default_kernel", [](const std::string& fmt, int n, int mm) {
+    zs::Format f = fmt == "csr" ? zs::Format::kCsr : fmt == "bsr" ? zs::Format::kBsr : zs::Format::kNm;
+    return std::string(zs::default_kernel(f, n, mm)->name);
+  }, py::arg("format"), py::arg("n") = 0, py::arg("m") = 0);
+  m.def("num_threads", &zs::num_threads);
+  m.def("set_num_threads", &zs::set_num_threads, py::arg("n"));
+  m.def("balanced_split", [](I64In ptr, int64_t unit, int parts) {
+    py::list out;
+    const int64_t rows = ptr.size() - 1;
+    for (int t = 0; t <= parts; ++t) out.append(zs::balanced_split(ptr.data(), rows, unit, parts, t));
+    return out;
+  }, "Row boundaries the driver gives each of `parts` threads (for tests).");
+  m.def("cuda_device_count", &zs::cuda::device_count);
+  m.def("cuda_compiled", &zs::cuda::compiled_with_cuda);
+
+  py::class_<zs::PackedCsr>(m, "PackedCsr")
+      .def(py::init([](int64_t rows, int64_t cols, F32In values, I64In indices, I64In indptr) {
+             if (rows < 0 || cols < 0) throw py::value_error("negative shape");
+             expect_size(indptr, rows + 1, "indptr");
+             expect_size(indices, values.size(), "indices");
+             return new zs::PackedCsr(rows, cols, values.size(), values.data(), indices.data(), indptr.data());
+           }),
+           py::arg("rows"), py::arg("cols"), py::arg("values"), py::arg("indices"), py::arg("indptr"))
+      .def_property_readonly("shape", [](const zs::PackedCsr& p) { return py::make_tuple(p.view().m, p.view().k); })
+      .def_property_readonly("index_bits", [](const zs::PackedCsr& p) {
+        return p.view().col_type == zs::IndexType::kU16 ? 16 : 32;
+      })
+      .def_property_readonly("nbytes", &zs::PackedCsr::nbytes);
+
+  py::class_<zs::PackedBsr>(m, "PackedBsr")
+      .def(py::init([](int64_t rows, int64_t cols, int32_t br, int32_t bc, F32In values, I64In indices,
+                       I64In indptr) {
+             if (rows < 0 || cols < 0 || br < 1 || bc < 1) throw py::value_error("bad shape or block");
+             expect_size(indptr, (rows + br - 1) / br + 1, "indptr");
+             expect_size(values, indices.size() * br * bc, "values");
+             return new zs::PackedBsr(rows, cols, br, bc, indices.size(), values.data(), indices.data(),
+                                      indptr.data());
+           }),
+           py::arg("rows"), py::arg("cols"), py::arg("br"), py::arg("bc"), py::arg("values"), py::arg("indices"),
+           py::arg("indptr"))
+      .def_property_readonly("shape", [](const zs::PackedBsr& p) { return py::make_tuple(p.view().m, p.view().k); })
+      .def_property_readonly("index_bits", [](const zs::PackedBsr& p) {
+        return p.view().bcol_type == zs::IndexType::kU16 ? 16 : 32;
+      })
+      .def_property_readonly("nbytes", &zs::PackedBsr::nbytes);
+
+  py::class_<zs::PackedNm>(m, "PackedNm")
+      .def(py::init([](int64_t rows, int64_t cols, int32_t n, int32_t group, int32_t bits, F32In values,
+                       U8In meta) {
+             if (rows < 0 || cols < 0 || group < 1) throw py::value_error("bad shape or group");
+             if (cols % group != 0) throw py::value_error("K is not a multiple of the group size");
+             expect_size(values, rows * (cols / group * n), "values");
+             if (meta.ndim() != 2 || meta.shape(0) != rows) throw py::value_error("meta must have one row per row");
+             return new zs::PackedNm(rows, cols, n, group, bits, values.data(), meta.data(), meta.shape(1));
+           }),
+           py::arg("rows"), py::arg("cols"), py::arg("n"), py::arg("m"), py::arg("bits"), py::arg("values"),
+           py::arg("meta"))
+      .def_property_readonly("shape", [](const zs::PackedNm& p) { return py::make_tuple(p.view().m, p.view().k); })
+      .def_property_readonly("nbytes", &zs::PackedNm::nbytes);
+
+  const char* spmm_doc = "out = clamp(a @ x + bias) with a registered kernel (default: fastest ISA here).";
+  m.def("spmm", [](const zs::PackedCsr& a, py::array x, py::array out, std::optional<py::array> bias, float lo,
+                   float hi, std::optional<std::string> kernel) {
+    run_spmm(a.view(), pick(zs::Format::kCsr, kernel, 0, 0), x, out, bias, lo, hi);
+  }, py::arg("a"), py::arg("x"), py::arg("out"), py::arg("bias"), py::arg("min"), py::arg("max"),
+        py::arg("kernel"), spmm_doc);
+  m.def("spmm", [](const zs::PackedBsr& a, py::array x, py::array out, std::optional<py::array> bias, float lo,
+                   float hi, std::optional<std::string> kernel) {
+    run_spmm(a.view(), pick(zs::Format::kBsr, kernel, 0, 0), x, out, bias, lo, hi);
+  }, py::arg("a"), py::arg("x"), py::arg("out"), py::arg("bias"), py::arg("min"), py::arg("max"),
+        py::arg("kernel"), spmm_doc);
+  m.def("spmm", [](const zs::PackedNm& a, py::array x, py::array out, std::optional<py::array> bias, float lo,
+                   float hi, std::optional<std::string> kernel) {
+    run_spmm(a.view(), pick(zs::Format::kNm, kernel, a.view().n, a.view().group), x, out, bias, lo, hi);
+  }, py::arg("a"), py::arg("x"), py::arg("out"), py::arg("bias"), py::arg("min"), py::arg("max"),
+        py::arg("kernel"), spmm_doc);
+}

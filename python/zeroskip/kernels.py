@@ -1,0 +1,137 @@
+"""Sparse x dense matrix multiply over the C++ kernels (numpy only, no torch).
+
+    y = kernels.spmm(a, x)             # a: CSR / BSR / NM (M x K), x: float32 (K, N) or (K,)
+    kernels.available()                # every registered kernel and whether this CPU runs it
+
+The first call with a weight packs it into the library's own validated copy (cached per object), so
+a kernel can never be made to read outside its arrays.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from zeroskip import _C
+from zeroskip.errors import FormatError, InputError, KernelError
+from zeroskip.formats import BSR, CSR, NM
+
+__all__ = ["KernelInfo", "available", "default_kernel", "num_threads", "pack", "set_num_threads", "spmm"]
+
+
+@dataclass(frozen=True)
+class KernelInfo:
+    name: str
+    format: str  # "csr" | "bsr" | "nm"
+    dtype: str
+    isa: str  # "scalar" | "avx2" | "avx512" | "neon"
+    tile: tuple[int, int]  # output columns x rows per inner step
+    nm: tuple[int, int] | None  # the only N:M pattern it takes (None: any)
+    runnable: bool  # this CPU has the ISA
+
+    def supports(self, a: CSR | BSR | NM) -> bool:
+        if self.format != _format_name(a):
+            return False
+        return not (isinstance(a, NM) and self.nm is not None and self.nm != (a.n, a.m))
+
+
+def available() -> list[KernelInfo]:
+    """Every registered kernel, in registry order."""
+    return [KernelInfo(**{**k, "tile": tuple(k["tile"]), "nm": tuple(k["nm"]) if k["nm"] else None}) for k in _C.kernels()]
+
+
+def default_kernel(a: CSR | BSR | NM) -> str:
+    """Name of the kernel `spmm` uses for `a` when none is asked for: the fastest ISA this CPU has."""
+    if isinstance(a, NM):
+        return _C.default_kernel("nm", a.n, a.m)
+    return _C.default_kernel(_format_name(a))
+
+
+def num_threads() -> int:
+    return _C.num_threads()
+
+
+def set_num_threads(n: int) -> None:
+    """Threads per kernel call (n < 1: back to ZEROSKIP_NUM_THREADS or the core count)."""
+    _C.set_num_threads(int(n))
+
+
+_packed: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+
+
+def pack(a: CSR | BSR | NM) -> Any:
+    """The validated C++ copy of `a` that kernels run on (made once per object)."""
+    p = _packed.get(a)
+    if p is not None:
+        return p
+    try:
+        if isinstance(a, CSR):
+            p = _C.PackedCsr(a.shape[0], a.shape[1], a.values, a.indices, a.indptr)
+        elif isinstance(a, BSR):
+            p = _C.PackedBsr(a.shape[0], a.shape[1], a.block[0], a.block[1], a.values, a.indices, a.indptr)
+        elif isinstance(a, NM):
+            p = _C.PackedNm(a.shape[0], a.shape[1], a.n, a.m, a.bits, a.values, a.meta)
+        else:
+            raise InputError(f"expected a zeroskip.formats CSR, BSR or NM matrix, got {type(a).__name__}")
+    except (ValueError, TypeError) as e:
+        if isinstance(e, InputError):
+            raise
+        raise FormatError(f"{type(a).__name__} {a.shape}: {e}") from None
+    _packed[a] = p
+    return p
+
+
+def spmm(
+    a: CSR | BSR | NM,
+    x: Any,
+    out: np.ndarray | None = None,
+    *,
+    bias: Any = None,
+    kernel: str | None = None,
+    clamp: tuple[float, float] | None = None,
+) -> np.ndarray:
+    """y = a @ x (+ bias[:, None]), optionally clamped to clamp=(min, max) (fused Relu / Clip).
+
+    x is float32 and C-contiguous, (K, N) or (K,) (then y is (M,)). `out`, if given, receives y and
+    must be float32, C-contiguous, (M, N) and not overlap x. `kernel` forces one registered kernel by
+    name (see `available()`); default: the fastest ISA this CPU runs.
+    """
+    packed = pack(a)
+    xa = np.asarray(x)
+    vector = xa.ndim == 1
+    if vector:
+        xa = xa.reshape(-1, 1)
+    m = a.shape[0]
+    if out is None:
+        n = xa.shape[1] if xa.ndim == 2 else 0
+        y = np.empty((m, n), dtype=np.float32)
+    else:
+        y = out.reshape(m, 1) if (vector and isinstance(out, np.ndarray) and out.shape == (m,)) else out
+    if not isinstance(y, np.ndarray):
+        raise InputError(f"out must be a numpy array, got {type(y).__name__}")
+    if bias is not None:
+        bias = np.asarray(bias)
+    lo, hi = (-np.inf, np.inf) if clamp is None else (float(clamp[0]), float(clamp[1]))
+    try:
+        _C.spmm(packed, xa, y, bias, lo, hi, kernel)
+    except ValueError as e:
+        cls = KernelError if "kernel" in str(e) else InputError
+        raise cls(f"spmm with {type(a).__name__} {a.shape}: {e}") from None
+    except TypeError as e:
+        raise InputError(f"spmm with {type(a).__name__} {a.shape}: {e}") from None
+    if out is not None:
+        return out
+    return y.reshape(m) if vector else y
+
+
+def _format_name(a: object) -> str:
+    if isinstance(a, CSR):
+        return "csr"
+    if isinstance(a, BSR):
+        return "bsr"
+    if isinstance(a, NM):
+        return "nm"
+    raise InputError(f"expected a zeroskip.formats CSR, BSR or NM matrix, got {type(a).__name__}")
