@@ -64,6 +64,7 @@ _packed: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
 def pack(a: CSR | BSR | NM) -> Any:
     """The validated C++ copy of `a` that kernels run on (made once per object)."""
+    _format_name(a)  # rejects anything that is not a sparse format
     p = _packed.get(a)
     if p is not None:
         return p
@@ -72,13 +73,9 @@ def pack(a: CSR | BSR | NM) -> Any:
             p = _C.PackedCsr(a.shape[0], a.shape[1], a.values, a.indices, a.indptr)
         elif isinstance(a, BSR):
             p = _C.PackedBsr(a.shape[0], a.shape[1], a.block[0], a.block[1], a.values, a.indices, a.indptr)
-        elif isinstance(a, NM):
-            p = _C.PackedNm(a.shape[0], a.shape[1], a.n, a.m, a.bits, a.values, a.meta)
         else:
-            raise InputError(f"expected a zeroskip.formats CSR, BSR or NM matrix, got {type(a).__name__}")
+            p = _C.PackedNm(a.shape[0], a.shape[1], a.n, a.m, a.bits, a.values, a.meta)
     except (ValueError, TypeError) as e:
-        if isinstance(e, InputError):
-            raise
         raise FormatError(f"{type(a).__name__} {a.shape}: {e}") from None
     _packed[a] = p
     return p

@@ -51,8 +51,9 @@ class NM:
         # Nonzero positions first, then free (zero) ones, each by offset; keep n, in offset order.
         order = np.argsort(np.where(nz, 0, m) + np.arange(m), axis=2, kind="stable")[:, :, :n]
         offsets = np.sort(order, axis=2).astype(np.uint8)
-        values = np.take_along_axis(groups, offsets.astype(np.intp), axis=2).reshape(rows, -1)
-        return cls(values, pack_offsets(offsets.reshape(rows, -1), _bits(m)), (rows, k), n, m, validate=False)
+        kept = k // m * n
+        values = np.take_along_axis(groups, offsets.astype(np.intp), axis=2).reshape(rows, kept)
+        return cls(values, pack_offsets(offsets.reshape(rows, kept), _bits(m)), (rows, k), n, m, validate=False)
 
     def offsets(self) -> np.ndarray:
         """In-group offset of every kept value, shape (M, K / m * n), uint8."""
@@ -120,14 +121,15 @@ def pack_offsets(offsets: np.ndarray, bits: int) -> np.ndarray:
     """Pack (rows, count) offsets into (rows, ceil(count * bits / 8)) bytes, little-endian."""
     rows, count = offsets.shape
     per = 8 // bits
-    padded = np.zeros((rows, -(-count // per) * per), dtype=np.uint8)
+    nbytes = -(-count // per)
+    padded = np.zeros((rows, nbytes * per), dtype=np.uint8)
     padded[:, :count] = offsets
     shifts = (np.arange(per, dtype=np.uint8) * bits).astype(np.uint8)
-    return np.bitwise_or.reduce(padded.reshape(rows, -1, per) << shifts, axis=2).astype(np.uint8)
+    return np.bitwise_or.reduce(padded.reshape(rows, nbytes, per) << shifts, axis=2).astype(np.uint8)
 
 
 def unpack_offsets(meta: np.ndarray, bits: int, count: int) -> np.ndarray:
     per = 8 // bits
     shifts = (np.arange(per, dtype=np.uint8) * bits).astype(np.uint8)
     mask = np.uint8((1 << bits) - 1)
-    return ((meta[:, :, None] >> shifts) & mask).reshape(meta.shape[0], -1)[:, :count]
+    return ((meta[:, :, None] >> shifts) & mask).reshape(meta.shape[0], meta.shape[1] * per)[:, :count]

@@ -1,0 +1,53 @@
+"""Shared test helpers. numpy + pytest only: these tests also run on an arm64 Python under qemu."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+# Tolerances per dtype, in one place. A float32 dot product of length K accumulates rounding of about
+# K * eps * sum(|a||x|); the kernels sum in a different order than numpy, so bound the error by that.
+TOLERANCE = {
+    np.float32: {"rel_to_abs_sum": 4 * np.finfo(np.float32).eps, "abs": 1e-30},
+}
+
+
+def reference_spmm(w: np.ndarray, x: np.ndarray, bias: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """float64 numpy result of w @ x (+ bias) and the error bound a float32 kernel must meet."""
+    w64, x64 = w.astype(np.float64), x.astype(np.float64)
+    y = w64 @ x64
+    scale = np.abs(w64) @ np.abs(x64)
+    if bias is not None:
+        y = y + bias.astype(np.float64)[:, None]
+        scale = scale + np.abs(bias.astype(np.float64))[:, None]
+    k = max(w.shape[1], 1)
+    tol = TOLERANCE[np.float32]
+    return y, tol["rel_to_abs_sum"] * (k + 1) * scale + tol["abs"]
+
+
+def assert_spmm_close(y: np.ndarray, w: np.ndarray, x: np.ndarray, bias: np.ndarray | None = None, what: str = "") -> None:
+    ref, bound = reference_spmm(w, x, bias)
+    assert y.shape == ref.shape, f"{what}: shape {y.shape} != {ref.shape}"
+    assert y.dtype == np.float32, f"{what}: dtype {y.dtype}"
+    err = np.abs(y.astype(np.float64) - ref)
+    bad = np.argwhere(~(err <= bound))
+    if bad.size:
+        i, j = bad[0]
+        raise AssertionError(
+            f"{what}: {len(bad)} wrong outputs; first at [{i}, {j}]: got {y[i, j]!r}, expected {ref[i, j]!r} "
+            f"(bound {bound[i, j]:.3g})"
+        )
+
+
+def sparse_weight(rng: np.random.Generator, m: int, k: int, sparsity: float) -> np.ndarray:
+    """Random float32 weight with exactly round(sparsity * m * k) zeros at random places."""
+    w = rng.standard_normal((m, k)).astype(np.float32)
+    zeros = round(sparsity * m * k)
+    if zeros:
+        w.ravel()[rng.permutation(m * k)[:zeros]] = 0.0
+    return w
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)
