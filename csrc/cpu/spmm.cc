@@ -3,6 +3,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <thread>
+#include <vector>
 
 #if defined(_OPENMP)
 #include <omp.h>
@@ -25,6 +26,15 @@ int default_threads() {
 }
 
 std::atomic<int> g_threads{0};
+
+// Per-thread kernel scratch (see kPanelFloats), kept across calls so a call
+// does not page-fault a fresh buffer; pool threads live as long as the pool.
+float* scratch(int64_t k) {
+  thread_local std::vector<float> buf;
+  const size_t need = static_cast<size_t>(k * kPanelFloats);
+  if (buf.size() < need) buf.resize(need);
+  return buf.data();
+}
 
 // Runs body(begin, end) over [0, rows) in `parts` nnz-balanced ranges.
 template <class Body>
@@ -79,18 +89,18 @@ int64_t balanced_split(const int64_t* ptr, int64_t rows, int64_t unit, int parts
 }
 
 void spmm(const KernelInfo& k, const CsrF32& a, const float* x, float* y, int64_t n, const SpmmParams& p) {
-  parallel_rows(a.row_ptr, a.m, n, a.nnz * n, [&](int64_t b, int64_t e) { k.csr(a, x, y, n, p, b, e); });
+  parallel_rows(a.row_ptr, a.m, n, a.nnz * n, [&](int64_t b, int64_t e) { k.csr(a, x, y, n, p, b, e, scratch(a.k)); });
 }
 
 void spmm(const KernelInfo& k, const BsrF32& a, const float* x, float* y, int64_t n, const SpmmParams& p) {
   const int64_t bs = int64_t{a.br} * a.bc;
   parallel_rows(a.brow_ptr, a.mb, bs * n, a.nblocks * bs * n,
-                [&](int64_t b, int64_t e) { k.bsr(a, x, y, n, p, b, e); });
+                [&](int64_t b, int64_t e) { k.bsr(a, x, y, n, p, b, e, scratch(a.k)); });
 }
 
 void spmm(const KernelInfo& k, const NmF32& a, const float* x, float* y, int64_t n, const SpmmParams& p) {
   parallel_rows(nullptr, a.m, 1, a.m * (a.k / a.group * a.n) * n,
-                [&](int64_t b, int64_t e) { k.nm(a, x, y, n, p, b, e); });
+                [&](int64_t b, int64_t e) { k.nm(a, x, y, n, p, b, e, scratch(a.k)); });
 }
 
 }  // namespace zs

@@ -4,6 +4,6 @@
 #include "ukernels.h"
 
 void zs_spmm_bsr_f32_ukernel_8x4__neon(const zs::BsrF32& a, const float* x, float* y, int64_t n,
-                                       const zs::SpmmParams& p, int64_t rb, int64_t re) {
-  zs::impl::bsr_rows<zs::simd::Neon>(a, x, y, n, p, rb, re);
+                                       const zs::SpmmParams& p, int64_t rb, int64_t re, float* ws) {
+  zs::impl::bsr_rows<zs::simd::Neon>(a, x, y, n, p, rb, re, ws);
 }

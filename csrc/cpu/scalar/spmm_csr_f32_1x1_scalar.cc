@@ -23,7 +23,7 @@ void run(const zs::CsrF32& a, const float* x, float* y, int64_t n, const zs::Spm
 }  // namespace
 
 void zs_spmm_csr_f32_ukernel_1x1__scalar(const zs::CsrF32& a, const float* x, float* y, int64_t n,
-                                          const zs::SpmmParams& p, int64_t rb, int64_t re) {
+                                          const zs::SpmmParams& p, int64_t rb, int64_t re, float* /*ws*/) {
   if (a.col_type == zs::IndexType::kU16) {
     run<uint16_t>(a, x, y, n, p, rb, re);
   } else {

@@ -4,7 +4,7 @@
 #include "ukernels.h"
 
 void zs_spmm_nm_f32_ukernel_1x1__scalar(const zs::NmF32& a, const float* x, float* y, int64_t n,
-                                         const zs::SpmmParams& p, int64_t rb, int64_t re) {
+                                         const zs::SpmmParams& p, int64_t rb, int64_t re, float* /*ws*/) {
   const int64_t kept = a.k / a.group * a.n;
   const int mask = (1 << a.bits) - 1;
   for (int64_t i = rb; i < re; ++i) {

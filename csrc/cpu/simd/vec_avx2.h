@@ -38,15 +38,6 @@ struct Avx2 {
     return _mm_cvtss_f32(s);
   }
 
-  // W floats base[idx[0..W)].
-  static R gather(const float* base, const uint16_t* idx) {
-    __m256i i = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(idx)));
-    return _mm256_i32gather_ps(base, i, 4);
-  }
-  static R gather(const float* base, const uint32_t* idx) {
-    __m256i i = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(idx));
-    return _mm256_i32gather_ps(base, i, 4);
-  }
 
   // 2:4 selection: xg points at 2*W consecutive x values (W/2 groups of 4);
   // meta holds the 2-bit in-group offsets of the W kept values, first in the

@@ -25,14 +25,6 @@ struct Avx512 {
   static void store_part(float* p, R v, int cnt) { _mm512_mask_storeu_ps(p, mask(cnt), v); }
   static float hsum(R v) { return _mm512_reduce_add_ps(v); }
 
-  static R gather(const float* base, const uint16_t* idx) {
-    __m512i i = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(idx)));
-    return _mm512_i32gather_ps(i, base, 4);
-  }
-  static R gather(const float* base, const uint32_t* idx) {
-    __m512i i = _mm512_loadu_si512(idx);
-    return _mm512_i32gather_ps(i, base, 4);
-  }
 
   static constexpr int kMetaBytes = W / 4;
   static R select24(const float* xg, uint32_t meta) {

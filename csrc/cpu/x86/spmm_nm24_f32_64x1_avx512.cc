@@ -4,6 +4,6 @@
 #include "ukernels.h"
 
 void zs_spmm_nm24_f32_ukernel_64x1__avx512(const zs::NmF32& a, const float* x, float* y, int64_t n,
-                                           const zs::SpmmParams& p, int64_t rb, int64_t re) {
-  zs::impl::nm24_rows<zs::simd::Avx512>(a, x, y, n, p, rb, re);
+                                           const zs::SpmmParams& p, int64_t rb, int64_t re, float* ws) {
+  zs::impl::nm24_rows<zs::simd::Avx512>(a, x, y, n, p, rb, re, ws);
 }

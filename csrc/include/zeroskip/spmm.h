@@ -61,11 +61,15 @@ struct SpmmParams {
   float max = __builtin_inff();
 };
 
+// ws: null, or this thread's scratch of at least k * kPanelFloats floats, in
+// which a kernel may copy column panels of X.
+constexpr int64_t kPanelFloats = 64;
+
 using CsrUkernel = void (*)(const CsrF32& a, const float* x, float* y, int64_t n,
-                            const SpmmParams& p, int64_t row_begin, int64_t row_end);
+                            const SpmmParams& p, int64_t row_begin, int64_t row_end, float* ws);
 using BsrUkernel = void (*)(const BsrF32& a, const float* x, float* y, int64_t n,
-                            const SpmmParams& p, int64_t brow_begin, int64_t brow_end);
+                            const SpmmParams& p, int64_t brow_begin, int64_t brow_end, float* ws);
 using NmUkernel = void (*)(const NmF32& a, const float* x, float* y, int64_t n,
-                           const SpmmParams& p, int64_t row_begin, int64_t row_end);
+                           const SpmmParams& p, int64_t row_begin, int64_t row_end, float* ws);
 
 }  // namespace zs
