@@ -51,26 +51,33 @@ PackedCsr::PackedCsr(int64_t m, int64_t k, int64_t nnz, const float* values, con
   if (nnz < 0) fail("negative nnz");
   check_ptr(row_ptr, m, nnz, "indptr");
   check_idx(col, row_ptr, m, k, "column index");
-  values_.assign(values, values + nnz);
-  row_ptr_.assign(row_ptr, row_ptr + m + 1);
+  values_.reserve(static_cast<size_t>(nnz));
+  delta_.reserve(static_cast<size_t>(nnz));
+  row_ptr_.resize(static_cast<size_t>(m + 1));
+  for (int64_t i = 0; i < m; ++i) {
+    row_ptr_[i] = static_cast<int64_t>(values_.size());
+    int64_t prev = 0;
+    for (int64_t e = row_ptr[i]; e < row_ptr[i + 1]; ++e) {
+      for (; col[e] - prev > 255; prev += 255) {  // bridge a long gap with stored zeros
+        values_.push_back(0.0f);
+        delta_.push_back(255);
+      }
+      values_.push_back(values[e]);
+      delta_.push_back(static_cast<uint8_t>(col[e] - prev));
+      prev = col[e];
+    }
+  }
+  row_ptr_[m] = static_cast<int64_t>(values_.size());
   view_.m = m;
   view_.k = k;
-  view_.nnz = nnz;
+  view_.nnz = row_ptr_[m];
   view_.values = values_.data();
+  view_.delta = delta_.data();
   view_.row_ptr = row_ptr_.data();
-  if (k <= 65536) {
-    narrow(col, nnz, &col16_);
-    view_.col = col16_.data();
-    view_.col_type = IndexType::kU16;
-  } else {
-    narrow(col, nnz, &col32_);
-    view_.col = col32_.data();
-    view_.col_type = IndexType::kU32;
-  }
 }
 
 int64_t PackedCsr::nbytes() const {
-  return static_cast<int64_t>(values_.size() * 4 + col16_.size() * 2 + col32_.size() * 4 + row_ptr_.size() * 8);
+  return static_cast<int64_t>(values_.size() * 4 + delta_.size() + row_ptr_.size() * 8);
 }
 
 PackedBsr::PackedBsr(int64_t m, int64_t k, int32_t br, int32_t bc, int64_t nblocks, const float* values,

@@ -20,6 +20,7 @@ struct FormatError : std::invalid_argument {
 class PackedCsr {
  public:
   // values[nnz], col[nnz] (any integer width, as int64), row_ptr[m + 1].
+  // Stored as 8-bit column deltas (see CsrF32).
   PackedCsr(int64_t m, int64_t k, int64_t nnz, const float* values, const int64_t* col,
             const int64_t* row_ptr);
   const CsrF32& view() const { return view_; }
@@ -27,8 +28,7 @@ class PackedCsr {
 
  private:
   std::vector<float> values_;
-  std::vector<uint16_t> col16_;
-  std::vector<uint32_t> col32_;
+  std::vector<uint8_t> delta_;
   std::vector<int64_t> row_ptr_;
   CsrF32 view_;
 };

@@ -2,8 +2,8 @@
 
 #include <atomic>
 #include <cstdlib>
+#include <new>
 #include <thread>
-#include <vector>
 
 #if defined(_OPENMP)
 #include <omp.h>
@@ -29,11 +29,26 @@ std::atomic<int> g_threads{0};
 
 // Per-thread kernel scratch (see kPanelFloats), kept across calls so a call
 // does not page-fault a fresh buffer; pool threads live as long as the pool.
+// Cache-line aligned, so panel rows start on a line.
+struct Scratch {
+  float* p = nullptr;
+  size_t bytes = 0;
+  ~Scratch() { std::free(p); }
+  float* get(size_t need) {
+    if (need <= bytes) return p;
+    const size_t size = (need + 63) / 64 * 64;
+    void* q = std::aligned_alloc(64, size);
+    if (!q) throw std::bad_alloc();
+    std::free(p);
+    p = static_cast<float*>(q);
+    bytes = size;
+    return p;
+  }
+};
+
 float* scratch(int64_t k) {
-  thread_local std::vector<float> buf;
-  const size_t need = static_cast<size_t>(k * kPanelFloats);
-  if (buf.size() < need) buf.resize(need);
-  return buf.data();
+  thread_local Scratch s;
+  return s.get(static_cast<size_t>(k * kPanelFloats) * sizeof(float));
 }
 
 // Runs body(begin, end) over [0, rows) in `parts` nnz-balanced ranges.

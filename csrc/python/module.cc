@@ -143,9 +143,8 @@ PYBIND11_MODULE(_C, m) {
            }),
            py::arg("rows"), py::arg("cols"), py::arg("values"), py::arg("indices"), py::arg("indptr"))
       .def_property_readonly("shape", [](const zs::PackedCsr& p) { return py::make_tuple(p.view().m, p.view().k); })
-      .def_property_readonly("index_bits", [](const zs::PackedCsr& p) {
-        return p.view().col_type == zs::IndexType::kU16 ? 16 : 32;
-      })
+      .def_property_readonly("stored", [](const zs::PackedCsr& p) { return p.view().nnz; },
+                             "Stored entries, including the zeros that bridge column gaps over 255.")
       .def_property_readonly("nbytes", &zs::PackedCsr::nbytes);
 
   py::class_<zs::PackedBsr>(m, "PackedBsr")

@@ -33,15 +33,6 @@ struct Neon {
   }
   static float hsum(R v) { return vaddvq_f32(v); }
 
-  // No gather instruction: four scalar loads into one register.
-  template <class Idx>
-  static R gather(const float* base, const Idx* idx) {
-    R v = vdupq_n_f32(base[idx[0]]);
-    v = vsetq_lane_f32(base[idx[1]], v, 1);
-    v = vsetq_lane_f32(base[idx[2]], v, 2);
-    v = vsetq_lane_f32(base[idx[3]], v, 3);
-    return v;
-  }
 
   static constexpr int kMetaBytes = W / 4;
   static R select24(const float* xg, uint32_t meta) {

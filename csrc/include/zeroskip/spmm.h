@@ -18,12 +18,14 @@ namespace zs {
 
 enum class IndexType : uint8_t { kU16 = 0, kU32 = 1 };
 
-// Compressed sparse rows. Column indices are sorted within a row.
+// Compressed sparse rows with 8-bit column deltas: the column of nonzero e is
+// the sum of delta[row_ptr[i] .. e], starting from 0 in each row. Gaps over 255
+// are bridged by stored zeros (PackedCsr inserts them), so one byte a nonzero
+// covers any K; at 90% sparsity a gap exceeds 255 with probability 0.9^255.
 struct CsrF32 {
-  int64_t m = 0, k = 0, nnz = 0;
+  int64_t m = 0, k = 0, nnz = 0;    // nnz counts the bridging zeros
   const float* values = nullptr;    // [nnz]
-  const void* col = nullptr;        // [nnz], uint16 or uint32
-  IndexType col_type = IndexType::kU16;
+  const uint8_t* delta = nullptr;   // [nnz]
   const int64_t* row_ptr = nullptr; // [m + 1]
 };
 
@@ -62,8 +64,8 @@ struct SpmmParams {
 };
 
 // ws: null, or this thread's scratch of at least k * kPanelFloats floats, in
-// which a kernel may copy column panels of X.
-constexpr int64_t kPanelFloats = 64;
+// which a kernel may copy column panels of X (up to 8 vectors of 16 floats).
+constexpr int64_t kPanelFloats = 128;
 
 using CsrUkernel = void (*)(const CsrF32& a, const float* x, float* y, int64_t n,
                             const SpmmParams& p, int64_t row_begin, int64_t row_end, float* ws);
