@@ -12,7 +12,9 @@ TOLERANCE = {
 }
 
 
-def reference_spmm(w: np.ndarray, x: np.ndarray, bias: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def reference_spmm(
+    w: np.ndarray, x: np.ndarray, bias: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """float64 numpy result of w @ x (+ bias) and the error bound a float32 kernel must meet."""
     w64, x64 = w.astype(np.float64), x.astype(np.float64)
     y = w64 @ x64
@@ -25,7 +27,9 @@ def reference_spmm(w: np.ndarray, x: np.ndarray, bias: np.ndarray | None = None)
     return y, tol["rel_to_abs_sum"] * (k + 1) * scale + tol["abs"]
 
 
-def assert_spmm_close(y: np.ndarray, w: np.ndarray, x: np.ndarray, bias: np.ndarray | None = None, what: str = "") -> None:
+def assert_spmm_close(
+    y: np.ndarray, w: np.ndarray, x: np.ndarray, bias: np.ndarray | None = None, what: str = ""
+) -> None:
     ref, bound = reference_spmm(w, x, bias)
     assert y.shape == ref.shape, f"{what}: shape {y.shape} != {ref.shape}"
     assert y.dtype == np.float32, f"{what}: dtype {y.dtype}"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import sparse_weight
 from zeroskip import FormatError, prune
 from zeroskip.formats import BSR, CSR, NM
@@ -34,7 +33,8 @@ def test_csr_round_trip_bit_exact(shape, sparsity, rng):
     a = CSR.from_dense(w)
     np.testing.assert_array_equal(_bits(a.to_dense()), _bits(w))
     stored = int((_bits(w) != 0).sum())
-    assert a.shape == shape and a.nnz == stored
+    assert a.shape == shape
+    assert a.nnz == stored
     assert a.density == (stored / w.size if w.size else 0.0)
     assert a.nbytes == a.values.nbytes + a.indices.nbytes + a.indptr.nbytes
     a.validate()
@@ -74,7 +74,8 @@ def test_nm_round_trip_bit_exact(pattern, rows, rng):
     np.testing.assert_array_equal(_bits(a.to_dense()), _bits(w))
     assert a.values.shape == (rows, 4 * n)
     assert a.meta.shape == (rows, -(-4 * n * a.bits // 8))
-    assert a.nnz == rows * 4 * n and a.density == (n / m if rows else 0.0)
+    assert a.nnz == rows * 4 * n
+    assert a.density == (n / m if rows else 0.0)
     a.validate()
 
 
@@ -122,22 +123,37 @@ def test_arrays_are_private_and_read_only(rng):
 @pytest.mark.parametrize(
     ("make", "message"),
     [
-        (lambda: CSR([1.0], [4], [0, 1], (1, 4), validate=False), r"4 at position 0 \(row 0\) is outside \[0, 4\)"),
+        (
+            lambda: CSR([1.0], [4], [0, 1], (1, 4), validate=False),
+            r"4 at position 0 \(row 0\) is outside \[0, 4\)",
+        ),
         (lambda: CSR([1.0], [-1], [0, 1], (1, 4), validate=False), "outside"),
         (lambda: CSR([1.0, 1.0], [2, 2], [0, 2], (1, 4), validate=False), "not strictly increasing in row 0"),
         (lambda: CSR([1.0], [0], [1, 1], (1, 4), validate=False), r"indptr\[0\] is 1"),
         (lambda: CSR([1.0, 1.0], [0, 1], [0, 2, 1, 2], (3, 4), validate=False), "decreases at row 1"),
         (lambda: CSR([1.0], [0], [0, 1, 1], (1, 4), validate=False), "expected rows \\+ 1 = 2"),
-        (lambda: CSR([1.0, 2.0], [0], [0, 2], (1, 4), validate=False), "indices has 1 entries but values has 2"),
+        (
+            lambda: CSR([1.0, 2.0], [0], [0, 2], (1, 4), validate=False),
+            "indices has 1 entries but values has 2",
+        ),
         (lambda: CSR([1.0], [0], [0, 3], (1, 4), validate=False), r"indptr\[-1\] is 3"),
         (lambda: CSR([1.0], [0.5], [0, 1], (1, 4), validate=False), "indices has dtype float64"),
         (lambda: BSR(np.ones((1, 2, 2)), [3], [0, 1], (2, 4), (2, 2), validate=False), "outside \\[0, 2\\)"),
-        (lambda: BSR(np.ones((1, 2, 1)), [0], [0, 1], (2, 4), (2, 2), validate=False), "values must be float32 of shape"),
-        (lambda: BSR(np.ones((1, 2, 2)), [1], [0, 1], (2, 3), (2, 2), validate=False), "nonzero outside the 2x3"),
+        (
+            lambda: BSR(np.ones((1, 2, 1)), [0], [0, 1], (2, 4), (2, 2), validate=False),
+            "values must be float32 of shape",
+        ),
+        (
+            lambda: BSR(np.ones((1, 2, 2)), [1], [0, 1], (2, 3), (2, 2), validate=False),
+            "nonzero outside the 2x3",
+        ),
         (lambda: NM(np.ones((1, 2)), [[0b0101]], (1, 4), validate=False), "not strictly increasing"),
         (lambda: NM(np.ones((1, 4)), [[0b01001100]], (1, 6), 2, 3, validate=False), r"outside \[0, 3\)"),
         (lambda: NM(np.ones((1, 3)), [[0b1000]], (1, 4), validate=False), "values must be float32 of shape"),
-        (lambda: NM(np.ones((1, 4)), np.zeros((1, 0), np.uint8), (1, 8), validate=False), "meta must be uint8 of shape"),
+        (
+            lambda: NM(np.ones((1, 4)), np.zeros((1, 0), np.uint8), (1, 8), validate=False),
+            "meta must be uint8 of shape",
+        ),
         (lambda: CSR([], [], [0], (1, 2, 3)), "shape must be two integers"),
         (lambda: BSR.from_dense(np.ones((2, 2)), (0, 1)), "block sides"),
         (lambda: NM.from_dense(np.ones((2, 4)), 4, 4), "1 <= n < m"),
@@ -147,8 +163,7 @@ def test_arrays_are_private_and_read_only(rng):
 )
 def test_validate_names_the_problem(make, message):
     with pytest.raises(FormatError, match=message):
-        a = make()
-        a.validate()
+        make().validate()
 
 
 def test_magnitude_prunes_smallest(rng):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import assert_spmm_close, sparse_weight
 from zeroskip import InputError, KernelError, kernels, prune
 from zeroskip.formats import BSR, CSR, NM
@@ -153,7 +152,8 @@ def test_split_is_balanced_by_nonzeros():
     counts = np.array([300] * 10 + [0] * 990, dtype=np.int64)
     indptr = np.concatenate([[0], np.cumsum(counts)])
     bounds = _C.balanced_split(indptr, 1, 2)
-    assert bounds[0] == 0 and bounds[-1] == len(counts)
+    assert bounds[0] == 0
+    assert bounds[-1] == len(counts)
     cost = [indptr[b] - indptr[a] + (b - a) for a, b in zip(bounds, bounds[1:])]
     # Equal row counts would give thread 0 every nonzero; by nonzeros each gets about half.
     assert max(cost) <= (indptr[-1] + len(counts)) / 2 + counts.max()
@@ -163,10 +163,15 @@ def test_split_is_balanced_by_nonzeros():
 def test_default_kernel_is_fastest_isa_runnable():
     by_name = {k.name: k for k in ALL}
     rank = {"scalar": 0, "neon": 1, "avx2": 1, "avx512": 2}
-    for a in (CSR.from_dense(np.eye(4, dtype=np.float32)), BSR.from_dense(np.eye(4, dtype=np.float32)),
-              NM.from_dense(np.eye(4, dtype=np.float32)), NM.from_dense(np.eye(8, dtype=np.float32), 1, 8)):
+    for a in (
+        CSR.from_dense(np.eye(4, dtype=np.float32)),
+        BSR.from_dense(np.eye(4, dtype=np.float32)),
+        NM.from_dense(np.eye(4, dtype=np.float32)),
+        NM.from_dense(np.eye(8, dtype=np.float32), 1, 8),
+    ):
         d = by_name[kernels.default_kernel(a)]
-        assert d.runnable and d.supports(a)
+        assert d.runnable
+        assert d.supports(a)
         best = max(rank[k.isa] for k in ALL if k.runnable and k.supports(a))
         assert rank[d.isa] == best
 
@@ -195,9 +200,9 @@ class TestBadInput:
         x = np.ones((4, 2), dtype=np.float32)
         with pytest.raises(InputError, match="out"):
             kernels.spmm(a, x, out=np.empty((6, 3), dtype=np.float32))
+        out = np.empty((6, 2), dtype=np.float32)
+        out.flags.writeable = False
         with pytest.raises(InputError, match="read-only"):
-            out = np.empty((6, 2), dtype=np.float32)
-            out.flags.writeable = False
             kernels.spmm(a, x, out=out)
 
     def test_out_aliasing_x(self):

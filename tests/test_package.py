@@ -22,7 +22,8 @@ def test_import_is_light():
 
 def test_cuda_probe_is_safe_without_gpu():
     count = _C.cuda_device_count()
-    assert isinstance(count, int) and count >= 0
+    assert isinstance(count, int)
+    assert count >= 0
     assert isinstance(_C.cuda_compiled(), bool)
 
 
@@ -32,7 +33,8 @@ def test_kernel_list_is_consistent():
     assert len(names) == len(set(names))
     for k in infos:
         # Names encode op, format, dtype, tile and ISA (spmm_csr_f32_32x1_avx2).
-        assert k.name.startswith(f"spmm_{k.format}") and k.name.endswith(f"_{k.isa}")
+        assert k.name.startswith(f"spmm_{k.format}")
+        assert k.name.endswith(f"_{k.isa}")
         assert f"_{k.tile[0]}x{k.tile[1]}_" in k.name
     for fmt in ("csr", "bsr", "nm"):
         assert any(k.format == fmt and k.isa == "scalar" for k in infos), f"no scalar reference for {fmt}"

@@ -5,7 +5,7 @@
 //
 // V provides: R, W, zero, load, store, bcast, fma(a, b, c) = a*b + c, add,
 // clamp, load_part/store_part(p, cnt) touching only p[0, cnt), hsum and
-// select24(xg, meta) (see vec_avx2.h).
+// pairs(tab, meta) (see vec_avx2.h).
 //
 // Layout of the N > 1 paths (after XNNPACK's SpMM): X is K x N row-major, so
 // each nonzero A[i, k] scales a contiguous slice of row k of X. The N
@@ -367,25 +367,30 @@ void nm24_chunk(const NmF32& a, XSlice xs, float* y, int64_t n, const Epi<V>& ep
   }
 }
 
-// N == 1, 2:4 only: W kept values per step cover 2*W columns of x; the traits
-// pick x at the kept positions straight from registers (no gather).
+// N == 1, 2:4 only. Selecting the kept x values of a row costs shuffles on
+// every step; instead each thread first tabulates, for every group g and every
+// 4-bit meta nibble (o0 | o1 << 2), the pair (x[4g + o0], x[4g + o1]) (K/4 x 16
+// pairs, tiny next to M rows of work). A group of a row then costs one 8-byte
+// load at tab + 32 g + 2 nibble, and V::pairs assembles W/2 of them.
 template <class V>
 void nm24_spmv(const NmF32& a, const float* x, float* y, const SpmmParams& p, int64_t rb,
-               int64_t re) {
+               int64_t re, float* tab) {
   using R = typename V::R;
   constexpr int W = V::W;
-  const int64_t kept = a.k / 2;
+  const int64_t groups = a.k / 4, kept = a.k / 2;
+  for (int64_t g = 0; g < groups; ++g)
+    for (int nib = 0; nib < 16; ++nib) {
+      tab[g * 32 + nib * 2] = x[4 * g + (nib & 3)];
+      tab[g * 32 + nib * 2 + 1] = x[4 * g + (nib >> 2)];
+    }
   for (int64_t i = rb; i < re; ++i) {
     const float* val = a.values + i * kept;
     const uint8_t* meta = a.meta + i * a.meta_stride;
     R acc0 = V::zero(), acc1 = V::zero();
     int64_t q = 0;
     for (; q + 2 * W <= kept; q += 2 * W) {
-      uint32_t m0 = 0, m1 = 0;
-      std::memcpy(&m0, meta + q / 4, V::kMetaBytes);
-      std::memcpy(&m1, meta + (q + W) / 4, V::kMetaBytes);
-      acc0 = V::fma(V::load(val + q), V::select24(x + 2 * q, m0), acc0);
-      acc1 = V::fma(V::load(val + q + W), V::select24(x + 2 * (q + W), m1), acc1);
+      acc0 = V::fma(V::load(val + q), V::pairs(tab + q * 16, meta + q / 4), acc0);
+      acc1 = V::fma(V::load(val + q + W), V::pairs(tab + (q + W) * 16, meta + (q + W) / 4), acc1);
     }
     float s = V::hsum(V::add(acc0, acc1));
     for (; q < kept; ++q) s += val[q] * x[nm24_col(meta, q)];
@@ -409,7 +414,7 @@ struct Nm24Run {
 template <class V>
 void nm24_rows(const NmF32& a, const float* x, float* y, int64_t n, const SpmmParams& p,
                int64_t rb, int64_t re, float* ws) {
-  if (n == 1) return nm24_spmv<V>(a, x, y, p, rb, re);
+  if (n == 1) return nm24_spmv<V>(a, x, y, p, rb, re, ws);
   sweep_columns<V, 8>(x, a.k, n, ws, Nm24Run<V>{a, y, n, rb, re, Epi<V>(p)});
 }
 

@@ -40,7 +40,10 @@ class KernelInfo:
 
 def available() -> list[KernelInfo]:
     """Every registered kernel, in registry order."""
-    return [KernelInfo(**{**k, "tile": tuple(k["tile"]), "nm": tuple(k["nm"]) if k["nm"] else None}) for k in _C.kernels()]
+    return [
+        KernelInfo(**{**k, "tile": tuple(k["tile"]), "nm": tuple(k["nm"]) if k["nm"] else None})
+        for k in _C.kernels()
+    ]
 
 
 def default_kernel(a: CSR | BSR | NM) -> str:

@@ -5,7 +5,6 @@
 #include <immintrin.h>
 
 #include <cstdint>
-#include <cstring>
 
 namespace zs::simd {
 
@@ -39,20 +38,13 @@ struct Avx2 {
   }
 
 
-  // 2:4 selection: xg points at 2*W consecutive x values (W/2 groups of 4);
-  // meta holds the 2-bit in-group offsets of the W kept values, first in the
-  // lowest bits. Returns x at those W positions.
-  static constexpr int kMetaBytes = W / 4;
-  static R select24(const float* xg, uint32_t meta) {
-    const __m256i shifts = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
-    __m256i off = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int>(meta)), shifts),
-                                   _mm256_set1_epi32(3));
-    // lane l reads group l/2: base 4*(l/2); lanes 0-3 fall in xg[0,8), 4-7 in xg[8,16).
-    const __m256i base = _mm256_setr_epi32(0, 0, 4, 4, 0, 0, 4, 4);
-    __m256i idx = _mm256_add_epi32(off, base);
-    R lo = _mm256_permutevar8x32_ps(_mm256_loadu_ps(xg), idx);
-    R hi = _mm256_permutevar8x32_ps(_mm256_loadu_ps(xg + 8), idx);
-    return _mm256_blend_ps(lo, hi, 0xF0);
+  // W/2 float pairs, pair j at tab + 32 j + 2 nibble_j, where nibble_j is the
+  // j-th 4-bit field of meta (one 2:4 group each; see nm24_spmv).
+  static R pairs(const float* tab, const uint8_t* meta) {
+    const double* t = reinterpret_cast<const double*>(tab);
+    const __m128d lo = _mm_loadh_pd(_mm_load_sd(t + (meta[0] & 15)), t + 16 + (meta[0] >> 4));
+    const __m128d hi = _mm_loadh_pd(_mm_load_sd(t + 32 + (meta[1] & 15)), t + 48 + (meta[1] >> 4));
+    return _mm256_castpd_ps(_mm256_set_m128d(hi, lo));
   }
 };
 

@@ -26,17 +26,15 @@ struct Avx512 {
   static float hsum(R v) { return _mm512_reduce_add_ps(v); }
 
 
-  static constexpr int kMetaBytes = W / 4;
-  static R select24(const float* xg, uint32_t meta) {
-    const __m512i shifts =
-        _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-    const __m512i base =
-        _mm512_setr_epi32(0, 0, 4, 4, 8, 8, 12, 12, 16, 16, 20, 20, 24, 24, 28, 28);
-    __m512i off = _mm512_and_si512(_mm512_srlv_epi32(_mm512_set1_epi32(static_cast<int>(meta)), shifts),
-                                   _mm512_set1_epi32(3));
-    // One two-source permute covers all 32 x values of the 8 groups.
-    return _mm512_permutex2var_ps(_mm512_loadu_ps(xg), _mm512_add_epi32(off, base),
-                                  _mm512_loadu_ps(xg + 16));
+  // W/2 float pairs from the 2:4 pair table (see vec_avx2.h and nm24_spmv).
+  static R pairs(const float* tab, const uint8_t* meta) {
+    const double* t = reinterpret_cast<const double*>(tab);
+    __m128d q[4];
+    for (int j = 0; j < 4; ++j)
+      q[j] = _mm_loadh_pd(_mm_load_sd(t + 32 * j + (meta[j] & 15)), t + 32 * j + 16 + (meta[j] >> 4));
+    const __m256d lo = _mm256_set_m128d(q[1], q[0]);
+    const __m256d hi = _mm256_set_m128d(q[3], q[2]);
+    return _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castpd256_pd512(lo), hi, 1));
   }
 };
 

@@ -34,13 +34,9 @@ struct Neon {
   static float hsum(R v) { return vaddvq_f32(v); }
 
 
-  static constexpr int kMetaBytes = W / 4;
-  static R select24(const float* xg, uint32_t meta) {
-    R v = vdupq_n_f32(xg[meta & 3u]);
-    v = vsetq_lane_f32(xg[(meta >> 2) & 3u], v, 1);
-    v = vsetq_lane_f32(xg[4 + ((meta >> 4) & 3u)], v, 2);
-    v = vsetq_lane_f32(xg[4 + ((meta >> 6) & 3u)], v, 3);
-    return v;
+  // W/2 float pairs from the 2:4 pair table (see vec_avx2.h and nm24_spmv).
+  static R pairs(const float* tab, const uint8_t* meta) {
+    return vcombine_f32(vld1_f32(tab + 2 * (meta[0] & 15)), vld1_f32(tab + 32 + 2 * (meta[0] >> 4)));
   }
 };
 

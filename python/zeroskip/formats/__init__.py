@@ -12,5 +12,4 @@ from zeroskip.formats.bsr import BSR
 from zeroskip.formats.csr import CSR
 from zeroskip.formats.nm import NM
 
-
 __all__ = ["BSR", "CSR", "NM"]

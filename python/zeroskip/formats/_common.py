@@ -48,7 +48,9 @@ def check_array(a: np.ndarray, name: str, kind: str, ndim: int) -> None:
     if a.ndim != ndim:
         raise FormatError(f"{name} must be {ndim}-D, got shape {a.shape}")
     if a.dtype.kind not in kind:
-        raise FormatError(f"{name} has dtype {a.dtype}, expected {'an integer' if kind != 'f' else 'a float'} type")
+        raise FormatError(
+            f"{name} has dtype {a.dtype}, expected {'an integer' if kind != 'f' else 'a float'} type"
+        )
 
 
 def check_indptr(indptr: np.ndarray, rows: int, count: int) -> None:

@@ -102,7 +102,9 @@ class BSR:
             raise FormatError(f"block {b} has a nonzero outside the {m}x{k} matrix")
 
     def __repr__(self) -> str:
-        return f"BSR(shape={self.shape}, block={self.block}, nblocks={self.nblocks}, density={self.density:.3f})"
+        return (
+            f"BSR(shape={self.shape}, block={self.block}, nblocks={self.nblocks}, density={self.density:.3f})"
+        )
 
 
 def _check_block(block: object) -> tuple[int, int]:

@@ -16,7 +16,9 @@ class CSR:
 
     __slots__ = ("__weakref__", "indices", "indptr", "shape", "values")
 
-    def __init__(self, values: object, indices: object, indptr: object, shape: object, *, validate: bool = True):
+    def __init__(
+        self, values: object, indices: object, indptr: object, shape: object, *, validate: bool = True
+    ):
         self.shape = c.check_shape(shape)
         self.values = c.frozen(values, np.float32)
         idx = np.asarray(indices)
@@ -62,9 +64,13 @@ class CSR:
         if self.values.dtype != np.float32:
             raise FormatError(f"values must be float32, got {self.values.dtype}")
         if self.indices.shape != self.values.shape:
-            raise FormatError(f"indices has {self.indices.shape[0]} entries but values has {self.values.shape[0]}")
+            raise FormatError(
+                f"indices has {self.indices.shape[0]} entries but values has {self.values.shape[0]}"
+            )
         c.check_indptr(self.indptr, m, self.nnz)
         c.check_indices(self.indices, self.indptr, k, "column index")
 
     def __repr__(self) -> str:
-        return f"CSR(shape={self.shape}, nnz={self.nnz}, density={self.density:.3f}, index={self.indices.dtype})"
+        return (
+            f"CSR(shape={self.shape}, nnz={self.nnz}, density={self.density:.3f}, index={self.indices.dtype})"
+        )

@@ -19,7 +19,9 @@ class NM:
 
     __slots__ = ("__weakref__", "m", "meta", "n", "shape", "values")
 
-    def __init__(self, values: object, meta: object, shape: object, n: int = 2, m: int = 4, *, validate: bool = True):
+    def __init__(
+        self, values: object, meta: object, shape: object, n: int = 2, m: int = 4, *, validate: bool = True
+    ):
         self.shape = c.check_shape(shape)
         self.n, self.m = _check_pattern(n, m)
         self.values = c.frozen(values, np.float32)
@@ -53,7 +55,9 @@ class NM:
         offsets = np.sort(order, axis=2).astype(np.uint8)
         kept = k // m * n
         values = np.take_along_axis(groups, offsets.astype(np.intp), axis=2).reshape(rows, kept)
-        return cls(values, pack_offsets(offsets.reshape(rows, kept), _bits(m)), (rows, k), n, m, validate=False)
+        return cls(
+            values, pack_offsets(offsets.reshape(rows, kept), _bits(m)), (rows, k), n, m, validate=False
+        )
 
     def offsets(self) -> np.ndarray:
         """In-group offset of every kept value, shape (M, K / m * n), uint8."""
@@ -90,8 +94,15 @@ class NM:
                 f"values must be float32 of shape {(rows, kept)}, got {self.values.dtype} {self.values.shape}"
             )
         stride = -(-kept * self.bits // 8)
-        if self.meta.dtype != np.uint8 or self.meta.ndim != 2 or self.meta.shape[0] != rows or self.meta.shape[1] < stride:
-            raise FormatError(f"meta must be uint8 of shape ({rows}, >= {stride}), got {self.meta.dtype} {self.meta.shape}")
+        if (
+            self.meta.dtype != np.uint8
+            or self.meta.ndim != 2
+            or self.meta.shape[0] != rows
+            or self.meta.shape[1] < stride
+        ):
+            raise FormatError(
+                f"meta must be uint8 of shape ({rows}, >= {stride}), got {self.meta.dtype} {self.meta.shape}"
+            )
         off = self.offsets().reshape(rows, k // self.m, self.n).astype(np.int64)
         bad = np.argwhere(off >= self.m)
         if bad.size:
