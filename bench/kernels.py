@@ -17,6 +17,7 @@ call; OMP_WAIT_POLICY=passive (set before starting python) makes them sleep inst
 from __future__ import annotations
 
 import argparse
+import ctypes
 import functools
 import gc
 import json
@@ -277,7 +278,9 @@ def plan(args: argparse.Namespace) -> list[tuple[str, int, int, list[str], list[
         by_label = {s[0]: s for s in SHAPES}
         for label, fmts, qns in QUICK:
             _, m, k, conv = by_label[label]
-            out.append((label, m, k, fmts, qns or (conv_ns if conv else ns)))
+            fmts = [f for f in fmts if f in want_fmt]
+            if fmts and (not want_shape or any(s in label for s in want_shape)):
+                out.append((label, m, k, fmts, qns or (conv_ns if conv else ns)))
         return out
     for label, m, k, conv in SHAPES:
         if want_shape and not any(s in label for s in want_shape):
@@ -333,6 +336,28 @@ def _loadavg() -> list[float] | None:
         return None
 
 
+def _openblas_info() -> dict[str, Any]:
+    """Core type and threads numpy's OpenBLAS runs with, asked from the loaded library (best effort).
+
+    The core type is what OPENBLAS_CORETYPE overrides; a wrong guess on a virtual CPU can cost numpy a
+    lot, so it is worth seeing next to the numbers.
+    """
+    try:
+        with open("/proc/self/maps") as f:
+            path = next(p for p in (ln.split()[-1] for ln in f) if "openblas" in os.path.basename(p))
+        lib = ctypes.CDLL(path)
+    except (OSError, StopIteration, IndexError):
+        return {}
+    for prefix in ("scipy_openblas", "openblas"):
+        for suffix in ("64_", "_", ""):
+            core = getattr(lib, f"{prefix}_get_corename{suffix}", None)
+            nthreads = getattr(lib, f"{prefix}_get_num_threads{suffix}", None)
+            if core is not None and nthreads is not None:
+                core.restype, nthreads.restype = ctypes.c_char_p, ctypes.c_int
+                return {"core": core().decode(), "threads": int(nthreads())}
+    return {}
+
+
 def machine_info(threads: int) -> dict[str, Any]:
     cpu = platform.processor()
     try:
@@ -353,6 +378,7 @@ def machine_info(threads: int) -> dict[str, Any]:
         "python": platform.python_version(),
         "numpy": np.__version__,
         "numpy_blas": numpy_blas,
+        "openblas": _openblas_info(),
         "torch": torch.__version__,
         "torch_mkl": torch.backends.mkl.is_available(),
         # numpy's OpenBLAS picks its kernels and threads from OPENBLAS_*, not from --threads; the OpenMP
@@ -395,14 +421,15 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"cpu: {info['cpu']} ({info['cores']} cores) | threads: zeroskip {threads}, "
         f"torch {info['torch_threads']} | torch {info['torch']} (mkl {info['torch_mkl']}) | "
-        f"numpy {info['numpy']} ({info['numpy_blas']})"
+        f"numpy {info['numpy']} ({info['numpy_blas']}, core {info['openblas'].get('core', '?')}, "
+        f"{info['openblas'].get('threads', '?')} threads)"
     )
-    env = " ".join(f"{k}={v}" for k, v in info["env"].items())
+    env = " ".join(f"{k}={'unset' if v is None else v}" for k, v in info["env"].items())
     print(f"env: {env} | load average at start: {info['loadavg']}")
     load = info["loadavg"]
     if load and info["cores"] and load[0] > 0.5 * info["cores"]:
-        # With every core asked for, one descheduled thread stalls a whole parallel call (a scheduler
-        # period, ~12 ms on 2 cores), so expect noisy times; the +-% column shows how noisy.
+        # With every core asked for, one descheduled thread stalls a whole parallel call for a scheduler
+        # tick or more (multiples of 4 ms on the 2-core VM this was written on); +-% shows how noisy.
         print(
             "warning: the machine is busy with other work; multi-threaded times will be noisy "
             "(OMP_WAIT_POLICY=passive makes OpenMP threads sleep instead of spin, which helps here)"
@@ -453,10 +480,8 @@ def main(argv: list[str] | None = None) -> int:
     print("\ntargets (fastest zeroskip kernel per case, ratios from the same interleaved run):")
     for t in tg:
         meas = f"{t['measured']:.2f}x" if t["measured"] is not None else "-"
-        print(
-            f"  ({t['target']}) {t['case']:<32} {t['metric']:<15} >= {t['goal']:.1f}x: {meas:>7}  "
-            f"{t['status']:<7} {t['kernel'] or ''}"
-        )
+        line = f"  ({t['target']}) {t['case']:<32} {t['metric']:<15} >= {t['goal']:.1f}x: {meas:>7}  "
+        print((line + f"{t['status']:<7} {t['kernel'] or ''}").rstrip())
     info["loadavg_end"] = _loadavg()
     print(f"\n{len(rows)} rows in {elapsed:.0f} s; load average at end: {info['loadavg_end']}")
 
