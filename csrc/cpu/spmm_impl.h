@@ -250,6 +250,24 @@ void bsr_chunk(const BsrF32& a, XSlice xs, float* y, int64_t n, const Epi<V>& ep
 // ---------------------------------------------------------------- BSR, N == 1
 // Blocks are stored column-major, so a column of a block is br contiguous
 // values: y[block rows] += column * x[c]. Vector over rows, W at a time.
+// Blocks of at most 4 rows, shorter than a vector: fixed-size accumulators
+// that stay in registers (and vectorize at 128 bits for BR = 4), instead of
+// masked vector loads per block column.
+template <int BR, class Idx>
+void bsr_short_rows(const BsrF32& a, const Idx* bcol, const float* x, int64_t ib, float* out) {
+  float s[BR] = {};
+  for (int64_t b = a.brow_ptr[ib]; b < a.brow_ptr[ib + 1]; ++b) {
+    const int64_t c0 = static_cast<int64_t>(bcol[b]) * a.bc;
+    const int cols = static_cast<int>(min64(a.bc, a.k - c0));
+    const float* blk = a.values + b * BR * a.bc;
+    for (int c = 0; c < cols; ++c) {
+      const float xv = x[c0 + c];
+      for (int r = 0; r < BR; ++r) s[r] += blk[c * BR + r] * xv;
+    }
+  }
+  for (int r = 0; r < BR; ++r) out[r] = s[r];
+}
+
 template <class V, class Idx>
 void bsr_spmv(const BsrF32& a, const float* x, float* y, const SpmmParams& p, int64_t rb,
               int64_t re) {
@@ -261,16 +279,15 @@ void bsr_spmv(const BsrF32& a, const float* x, float* y, const SpmmParams& p, in
     const int rows = static_cast<int>(min64(a.br, a.m - ib * a.br));
     const int64_t b0 = a.brow_ptr[ib], b1 = a.brow_ptr[ib + 1];
     float* yb = y + ib * a.br;
-    if (a.br == 1) {
-      float s = 0.0f;
-      for (int64_t b = b0; b < b1; ++b) {
-        const int64_t c0 = static_cast<int64_t>(bcol[b]) * a.bc;
-        const int cols = static_cast<int>(min64(a.bc, a.k - c0));
-        const float* blk = a.values + b * a.bc;
-        for (int c = 0; c < cols; ++c) s += blk[c] * x[c0 + c];
+    if (a.br <= 4 && a.br < W) {
+      float acc[4];
+      switch (a.br) {
+        case 1: bsr_short_rows<1, Idx>(a, bcol, x, ib, acc); break;
+        case 2: bsr_short_rows<2, Idx>(a, bcol, x, ib, acc); break;
+        case 3: bsr_short_rows<3, Idx>(a, bcol, x, ib, acc); break;
+        default: bsr_short_rows<4, Idx>(a, bcol, x, ib, acc); break;
       }
-      if (p.bias) s += p.bias[ib];
-      yb[0] = clampf(s, p.min, p.max);
+      for (int r = 0; r < rows; ++r) yb[r] = clampf(acc[r] + (p.bias ? p.bias[ib * a.br + r] : 0.0f), p.min, p.max);
       continue;
     }
     for (int r = 0; r < rows; r += W) {
