@@ -158,9 +158,6 @@ PackedNm::PackedNm(int64_t m, int64_t k, int32_t n, int32_t group, int32_t bits,
   }
   values_.assign(values, values + m * kept);
   meta_.assign(meta, meta + m * meta_stride);
-  // SIMD 2:4 kernels read meta 4 bytes at a time; pad so the last read of a
-  // row stays inside the allocation.
-  meta_.resize(meta_.size() + 8, 0);
   view_.m = m;
   view_.k = k;
   view_.n = n;

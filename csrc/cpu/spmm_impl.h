@@ -353,7 +353,10 @@ inline int64_t nm24_col(const uint8_t* meta, int64_t q) {
   return (q >> 1) * 4 + ((meta[q >> 2] >> ((q & 3) * 2)) & 3);
 }
 
-// N > 1: like CSR with the column computed from the group and its offset.
+// N > 1: like csr_chunk with the column computed from the group and offset.
+// Kept as its own loop on purpose: folding both into one loop over a column
+// cursor cost 12% on CSR (N=128) and 60% on 2:4 (N=8, where the columns are
+// sequential and X-row prefetch only adds work), 4096^2, 1 thread, AVX2.
 template <class V, int NV, int U, bool PART>
 void nm24_chunk(const NmF32& a, XSlice xs, float* y, int64_t n, const Epi<V>& ep, int64_t rb,
                 int64_t re, int64_t j0, int cnt) {

@@ -83,3 +83,28 @@ def check_indices(indices: np.ndarray, indptr: np.ndarray, limit: int, what: str
     if bad.size:
         e = int(bad[0]) + 1
         raise FormatError(f"{what}s are not strictly increasing in row {rows[e]} at position {e}")
+
+
+class SparseBase:
+    """What every format shares: stored-entry count, density and size, from its arrays."""
+
+    __slots__ = ()
+    shape: tuple[int, int]
+    values: np.ndarray
+
+    def _arrays(self) -> tuple[np.ndarray, ...]:
+        raise NotImplementedError
+
+    @property
+    def nnz(self) -> int:
+        """Stored values (explicit zeros inside blocks or N:M groups included)."""
+        return int(self.values.size)
+
+    @property
+    def density(self) -> float:
+        size = self.shape[0] * self.shape[1]
+        return self.nnz / size if size else 0.0
+
+    @property
+    def nbytes(self) -> int:
+        return int(sum(a.nbytes for a in self._arrays()))

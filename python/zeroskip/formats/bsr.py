@@ -8,7 +8,7 @@ from zeroskip.errors import FormatError
 from zeroskip.formats import _common as c
 
 
-class BSR:
+class BSR(c.SparseBase):
     """An M x K matrix cut into r x c blocks; only blocks with a nonzero are stored.
 
     `values[nblocks, r, c]` (row-major blocks), block-column `indices[nblocks]`, block-row pointers
@@ -66,18 +66,8 @@ class BSR:
     def nblocks(self) -> int:
         return int(self.indices.shape[0])
 
-    @property
-    def nnz(self) -> int:
-        return int(self.values.size)
-
-    @property
-    def density(self) -> float:
-        size = self.shape[0] * self.shape[1]
-        return self.nnz / size if size else 0.0
-
-    @property
-    def nbytes(self) -> int:
-        return int(self.values.nbytes + self.indices.nbytes + self.indptr.nbytes)
+    def _arrays(self) -> tuple[np.ndarray, ...]:
+        return (self.values, self.indices, self.indptr)
 
     def validate(self) -> None:
         """Raise FormatError unless every array is consistent and every index is in range."""

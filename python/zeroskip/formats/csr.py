@@ -8,7 +8,7 @@ from zeroskip.errors import FormatError
 from zeroskip.formats import _common as c
 
 
-class CSR:
+class CSR(c.SparseBase):
     """An M x K matrix as `values[nnz]`, column `indices[nnz]` and row pointers `indptr[M + 1]`.
 
     Column indices are uint16 when K <= 65536 (else uint32) and strictly increasing within a row.
@@ -43,18 +43,8 @@ class CSR:
         out[rows, self.indices.astype(np.int64)] = self.values
         return out
 
-    @property
-    def nnz(self) -> int:
-        return int(self.values.shape[0])
-
-    @property
-    def density(self) -> float:
-        size = self.shape[0] * self.shape[1]
-        return self.nnz / size if size else 0.0
-
-    @property
-    def nbytes(self) -> int:
-        return int(self.values.nbytes + self.indices.nbytes + self.indptr.nbytes)
+    def _arrays(self) -> tuple[np.ndarray, ...]:
+        return (self.values, self.indices, self.indptr)
 
     def validate(self) -> None:
         """Raise FormatError unless every array is consistent and every index is in range."""

@@ -8,7 +8,7 @@ from zeroskip.errors import FormatError
 from zeroskip.formats import _common as c
 
 
-class NM:
+class NM(c.SparseBase):
     """An M x K matrix where each group of `m` consecutive columns of a row keeps `n` values.
 
     `values[M, K / m * n]` are the kept values in order; `meta[M, stride]` holds each kept value's
@@ -70,18 +70,8 @@ class NM:
         np.put_along_axis(groups, off, self.values.reshape(rows, k // self.m, self.n), axis=2)
         return groups.reshape(rows, k)
 
-    @property
-    def nnz(self) -> int:
-        return int(self.values.size)
-
-    @property
-    def density(self) -> float:
-        size = self.shape[0] * self.shape[1]
-        return self.nnz / size if size else 0.0
-
-    @property
-    def nbytes(self) -> int:
-        return int(self.values.nbytes + self.meta.nbytes)
+    def _arrays(self) -> tuple[np.ndarray, ...]:
+        return (self.values, self.meta)
 
     def validate(self) -> None:
         """Raise FormatError unless the arrays fit the shape and every offset is valid."""
