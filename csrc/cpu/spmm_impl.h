@@ -103,9 +103,9 @@ constexpr int kPrefetch = 16;
 // Columns come as 8-bit deltas (see CsrF32): a running column per stream, one
 // add per nonzero. U independent accumulator sets hide the FMA latency when NV
 // is small.
-template <class V, int NV, int U, bool PART>
-void csr_chunk(const CsrF32& a, XSlice xs, float* y, int64_t n, const Epi<V>& ep,
-               int64_t rb, int64_t re, int64_t j0, int cnt) {
+template <class V, int NV, int U, bool PART, bool PF>
+void csr_chunk_pf(const CsrF32& a, XSlice xs, float* y, int64_t n, const Epi<V>& ep,
+                  int64_t rb, int64_t re, int64_t j0, int cnt) {
   using R = typename V::R;
   const uint8_t* d = a.delta;
   const float* val = a.values;
@@ -118,9 +118,9 @@ void csr_chunk(const CsrF32& a, XSlice xs, float* y, int64_t n, const Epi<V>& ep
     int64_t c = 0;   // column of the last nonzero used
     int64_t cp = 0;  // column of the last nonzero prefetched
     int64_t ep_ = e;
-    for (; ep_ < end && ep_ < e + kPrefetch; ++ep_) cp += d[ep_];
+    for (; PF && ep_ < end && ep_ < e + kPrefetch; ++ep_) cp += d[ep_];
     for (; e + U <= end; e += U) {
-      for (int u = 0; u < U && ep_ < end; ++u, ++ep_) {
+      for (int u = 0; PF && u < U && ep_ < end; ++u, ++ep_) {
         cp += d[ep_];
         const char* pf = reinterpret_cast<const char*>(xs.p + cp * xs.ld);
         for (int v = 0; v < NV * V::W * 4; v += 64) __builtin_prefetch(pf + v, 0, 3);
@@ -141,6 +141,20 @@ void csr_chunk(const CsrF32& a, XSlice xs, float* y, int64_t n, const Epi<V>& ep
     for (int u = 1; u < U; ++u)
       for (int v = 0; v < NV; ++v) acc[0][v] = V::add(acc[0][v], acc[u][v]);
     store_chunk<V, NV, PART>(y + i * n + j0, acc[0], ep, cnt);
+  }
+}
+
+// Prefetching X rows pays only when the X slice does not sit in L2 anyway
+// (4096^2 at 90%, N=8, 1 thread: 2.30 ms without, 2.70 ms with).
+constexpr int64_t kPrefetchMinBytes = 256 << 10;
+
+template <class V, int NV, int U, bool PART>
+void csr_chunk(const CsrF32& a, XSlice xs, float* y, int64_t n, const Epi<V>& ep,
+               int64_t rb, int64_t re, int64_t j0, int cnt) {
+  if (a.k * xs.ld * int64_t{sizeof(float)} > kPrefetchMinBytes) {
+    csr_chunk_pf<V, NV, U, PART, true>(a, xs, y, n, ep, rb, re, j0, cnt);
+  } else {
+    csr_chunk_pf<V, NV, U, PART, false>(a, xs, y, n, ep, rb, re, j0, cnt);
   }
 }
 
