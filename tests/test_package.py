@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -42,3 +43,10 @@ def test_kernel_list_is_consistent():
 
 def test_version():
     assert zeroskip.__version__.count(".") == 2
+
+
+def test_thread_count_from_environment():
+    code = "from zeroskip import kernels; print(kernels.num_threads())"
+    env = {**os.environ, "ZEROSKIP_NUM_THREADS": "3"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert out.stdout.strip() == "3"
