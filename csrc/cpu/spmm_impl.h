@@ -270,7 +270,25 @@ void bsr_chunk(const BsrF32& a, XSlice xs, float* y, int64_t n, const Epi<V>& ep
 template <int BR, class Idx>
 void bsr_short_rows(const BsrF32& a, const Idx* bcol, const float* x, int64_t ib, float* out) {
   float s[BR] = {};
-  for (int64_t b = a.brow_ptr[ib]; b < a.brow_ptr[ib + 1]; ++b) {
+  const int64_t b0 = a.brow_ptr[ib], b1 = a.brow_ptr[ib + 1];
+  if (a.bc == 1) {
+    // r x 1 blocks (the common 4x1 pattern): no column loop; two sums per row
+    // so consecutive blocks do not wait on each other's FMA.
+    float t[BR] = {};
+    int64_t b = b0;
+    for (; b + 2 <= b1; b += 2) {
+      const float x0 = x[bcol[b]], x1 = x[bcol[b + 1]];
+      for (int r = 0; r < BR; ++r) {
+        s[r] += a.values[b * BR + r] * x0;
+        t[r] += a.values[(b + 1) * BR + r] * x1;
+      }
+    }
+    if (b < b1)
+      for (int r = 0; r < BR; ++r) s[r] += a.values[b * BR + r] * x[bcol[b]];
+    for (int r = 0; r < BR; ++r) out[r] = s[r] + t[r];
+    return;
+  }
+  for (int64_t b = b0; b < b1; ++b) {
     const int64_t c0 = static_cast<int64_t>(bcol[b]) * a.bc;
     const int cols = static_cast<int>(min64(a.bc, a.k - c0));
     const float* blk = a.values + b * BR * a.bc;
