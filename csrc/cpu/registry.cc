@@ -53,7 +53,11 @@ bool isa_supported(Isa isa) {
 #if defined(__x86_64__) || defined(_M_X64)
     // __builtin_cpu_supports also checks that the OS saves the vector state.
     case Isa::kAvx2: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#if defined(ZS_EMULATE_AVX512)
+    case Isa::kAvx512: return isa_supported(Isa::kAvx2);  // SIMDe test build, see vec_avx512.h
+#else
     case Isa::kAvx512: return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
+#endif
 #endif
 #if defined(__aarch64__)
     case Isa::kNeon: return true;  // mandatory in AArch64
