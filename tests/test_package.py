@@ -33,7 +33,7 @@ def test_kernel_list_is_consistent():
     names = [k.name for k in infos]
     assert len(names) == len(set(names))
     for k in infos:
-        # Names encode op, format, dtype, tile and ISA (spmm_csr_f32_32x1_avx2).
+        # Names encode op, format, dtype, tile and ISA (spmm_csr_f32_64x1_avx2).
         assert k.name.startswith(f"spmm_{k.format}")
         assert k.name.endswith(f"_{k.isa}")
         assert f"_{k.tile[0]}x{k.tile[1]}_" in k.name
