@@ -166,8 +166,28 @@ PackedNm::PackedNm(int64_t m, int64_t k, int32_t n, int32_t group, int32_t bits,
   view_.values = values_.data();
   view_.meta = meta_.data();
   view_.meta_stride = meta_stride;
+  if (n == 2 && group == 4 && m >= 8) {
+    const int64_t groups = k / 4, m8 = m / 8 * 8;
+    vals8_.resize(static_cast<size_t>(m8 * groups * 2));
+    meta8_.assign(static_cast<size_t>(m8 / 8 * groups), 0u);
+    for (int64_t i = 0; i < m8; ++i) {
+      const int64_t b = i / 8, r = i % 8;
+      for (int64_t g = 0; g < groups; ++g)
+        for (int t = 0; t < 2; ++t) {
+          const int64_t q = 2 * g + t;
+          vals8_[(b * groups + g) * 16 + 8 * t + r] = values_[i * kept + q];
+          const uint32_t off = (meta_[i * meta_stride + q / 4] >> (2 * (q % 4))) & 3u;
+          meta8_[b * groups + g] |= off << (2 * (8 * t + r));
+        }
+    }
+    view_.vals8 = vals8_.data();
+    view_.meta8 = meta8_.data();
+    view_.m8 = m8;
+  }
 }
 
-int64_t PackedNm::nbytes() const { return static_cast<int64_t>(values_.size() * 4 + meta_.size()); }
+int64_t PackedNm::nbytes() const {
+  return static_cast<int64_t>(values_.size() * 4 + meta_.size() + vals8_.size() * 4 + meta8_.size() * 4);
+}
 
 }  // namespace zs

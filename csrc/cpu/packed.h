@@ -60,6 +60,8 @@ class PackedNm {
  private:
   std::vector<float> values_;
   std::vector<uint8_t> meta_;
+  std::vector<float> vals8_;     // see NmF32::vals8
+  std::vector<uint32_t> meta8_;  // see NmF32::meta8
   NmF32 view_;
 };
 

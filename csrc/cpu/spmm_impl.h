@@ -424,6 +424,38 @@ void nm24_chunk(const NmF32& a, XSlice xs, float* y, int64_t n, const Epi<V>& ep
 // 4-bit meta nibble (o0 | o1 << 2), the pair (x[4g + o0], x[4g + o1]) (K/4 x 16
 // pairs, tiny next to M rows of work). A group of a row then costs one 8-byte
 // load at tab + 32 g + 2 nibble, and V::pairs assembles W/2 of them.
+// SELL-8 block of 8 rows, one row a lane (AVX2; see NmF32::vals8): per group,
+// one broadcast of 4 x values serves 8 rows, and two in-lane permutes pick each
+// row's kept x. No tables, no horizontal sums.
+template <class V>
+void nm24_rows8(const NmF32& a, const float* x, float* y, const SpmmParams& p, const Epi<V>& ep,
+                int64_t blk) {
+  using R = typename V::R;
+  const int64_t groups = a.k / 4;
+  const float* v = a.vals8 + blk * groups * 16;
+  const uint32_t* mt = a.meta8 + blk * groups;
+  R acc0 = V::zero(), acc1 = V::zero(), acc2 = V::zero(), acc3 = V::zero();
+  int64_t g = 0;
+  for (; g + 2 <= groups; g += 2) {
+    R x0, x1, x2, x3;
+    V::select_rows8(x + 4 * g, mt[g], &x0, &x1);
+    V::select_rows8(x + 4 * g + 4, mt[g + 1], &x2, &x3);
+    acc0 = V::fma(V::load(v + g * 16), x0, acc0);
+    acc1 = V::fma(V::load(v + g * 16 + 8), x1, acc1);
+    acc2 = V::fma(V::load(v + g * 16 + 16), x2, acc2);
+    acc3 = V::fma(V::load(v + g * 16 + 24), x3, acc3);
+  }
+  if (g < groups) {
+    R x0, x1;
+    V::select_rows8(x + 4 * g, mt[g], &x0, &x1);
+    acc0 = V::fma(V::load(v + g * 16), x0, acc0);
+    acc1 = V::fma(V::load(v + g * 16 + 8), x1, acc1);
+  }
+  R s = V::add(V::add(acc0, acc1), V::add(acc2, acc3));
+  if (p.bias) s = V::add(s, V::load(p.bias + blk * 8));
+  V::store(y + blk * 8, V::clamp(s, ep.lo, ep.hi));
+}
+
 template <class V>
 void nm24_spmv(const NmF32& a, const float* x, float* y, const SpmmParams& p, int64_t rb,
                int64_t re, float* tab) {
@@ -435,7 +467,15 @@ void nm24_spmv(const NmF32& a, const float* x, float* y, const SpmmParams& p, in
       tab[g * 32 + nib * 2] = x[4 * g + (nib & 3)];
       tab[g * 32 + nib * 2 + 1] = x[4 * g + (nib >> 2)];
     }
+  const Epi<V> ep(p);
   for (int64_t i = rb; i < re; ++i) {
+    if constexpr (V::kRows8) {
+      if (i % 8 == 0 && i + 8 <= re && i + 8 <= a.m8) {
+        nm24_rows8<V>(a, x, y, p, ep, i / 8);
+        i += 7;
+        continue;
+      }
+    }
     const float* val = a.values + i * kept;
     const uint8_t* meta = a.meta + i * a.meta_stride;
     R acc0 = V::zero(), acc1 = V::zero();

@@ -38,6 +38,18 @@ struct Avx2 {
   }
 
 
+  // SELL-8 2:4 (see NmF32::vals8): one group g for 8 rows, one row a lane.
+  // x4 = x[4g, 4g + 4) goes to both 128-bit lanes; vpermilps then picks, per
+  // lane, the x at that row's offset (it reads only the low 2 bits of each
+  // control). x0/x1: the x for each row's first/second kept value.
+  static constexpr bool kRows8 = true;
+  static void select_rows8(const float* x4, uint32_t meta, R* x0, R* x1) {
+    const R xv = _mm256_broadcast_ps(reinterpret_cast<const __m128*>(x4));
+    const __m256i m = _mm256_set1_epi32(static_cast<int>(meta));
+    *x0 = _mm256_permutevar_ps(xv, _mm256_srlv_epi32(m, _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14)));
+    *x1 = _mm256_permutevar_ps(xv, _mm256_srlv_epi32(m, _mm256_setr_epi32(16, 18, 20, 22, 24, 26, 28, 30)));
+  }
+
   // W/2 float pairs, pair j at tab + 32 j + 2 nibble_j, where nibble_j is the
   // j-th 4-bit field of meta (one 2:4 group each; see nm24_spmv).
   static R pairs(const float* tab, const uint8_t* meta) {

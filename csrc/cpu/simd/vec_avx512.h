@@ -55,6 +55,8 @@ struct Avx512 {
 #endif
 
 
+  static constexpr bool kRows8 = false;  // no SELL-8 2:4 path (vec_avx2.h)
+
   // W/2 float pairs from the 2:4 pair table (see vec_avx2.h and nm24_spmv).
   static R pairs(const float* tab, const uint8_t* meta) {
     const double* t = reinterpret_cast<const double*>(tab);

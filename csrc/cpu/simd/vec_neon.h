@@ -34,6 +34,8 @@ struct Neon {
   static float hsum(R v) { return vaddvq_f32(v); }
 
 
+  static constexpr bool kRows8 = false;  // no SELL-8 2:4 path (vec_avx2.h)
+
   // W/2 float pairs from the 2:4 pair table (see vec_avx2.h and nm24_spmv).
   static R pairs(const float* tab, const uint8_t* meta) {
     return vcombine_f32(vld1_f32(tab + 2 * (meta[0] & 15)), vld1_f32(tab + 32 + 2 * (meta[0] >> 4)));

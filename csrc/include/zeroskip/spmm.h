@@ -54,6 +54,14 @@ struct NmF32 {
   const float* values = nullptr;
   const uint8_t* meta = nullptr;
   int64_t meta_stride = 0;
+  // 2:4 only: rows [0, m8) again, in blocks of 8 rows (m8 = m / 8 * 8) for
+  // batch-1 kernels that put the 8 rows in the lanes of a vector (SELL-8).
+  // For block b and group g, vals8[(b * k/4 + g) * 16 + 8 t + r] is kept value
+  // t (0 or 1) of row 8 b + r, and meta8[b * k/4 + g] holds its offset at bits
+  // 2 (8 t + r). Null when m < 8 or the pattern is not 2:4.
+  const float* vals8 = nullptr;
+  const uint32_t* meta8 = nullptr;
+  int64_t m8 = 0;
 };
 
 // Epilogue: optional per-row bias, then clamp to [min, max].
