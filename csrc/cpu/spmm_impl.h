@@ -4,8 +4,8 @@
 // the bottom; the ISA lives only in the traits and the compile flags.
 //
 // V provides: R, W, zero, load, store, bcast, fma(a, b, c) = a*b + c, add,
-// clamp, load_part/store_part(p, cnt) touching only p[0, cnt), hsum and
-// pairs(tab, meta) (see vec_avx2.h).
+// clamp, load_part/store_part(p, cnt) touching only p[0, cnt), hsum,
+// pairs(tab, meta), and kRows8 (+ select_rows8 when true) (see vec_avx2.h).
 //
 // Layout of the N > 1 paths (after XNNPACK's SpMM): X is K x N row-major, so
 // each nonzero A[i, k] scales a contiguous slice of row k of X. The N
@@ -159,9 +159,8 @@ void csr_chunk(const CsrF32& a, XSlice xs, float* y, int64_t n, const Epi<V>& ep
 }
 
 // ---------------------------------------------------------------- CSR, N == 1
-// Matrix-vector is memory-bound on the weight stream: 5 bytes a nonzero (fp32
-// value + 8-bit column delta) against 6 with uint16 indices; x (K floats)
-// stays in L1/L2. Scalar loads beat an 8-wide gather on AMD (Zen 1: 0.68 vs
+// Matrix-vector streams the weight once: 5 bytes a nonzero (fp32 value + 8-bit
+// column delta) against 6 with uint16 indices; x (K floats) stays in L1/L2. Scalar loads beat an 8-wide gather on AMD (Zen 1: 0.68 vs
 // 1.04 ms for 4096^2 at 90%, 2 threads); four accumulators hide FMA latency.
 // The column running sum is one add a nonzero, off the FMA chains.
 template <class V>
@@ -419,11 +418,6 @@ void nm24_chunk(const NmF32& a, XSlice xs, float* y, int64_t n, const Epi<V>& ep
   }
 }
 
-// N == 1, 2:4 only. Selecting the kept x values of a row costs shuffles on
-// every step; instead each thread first tabulates, for every group g and every
-// 4-bit meta nibble (o0 | o1 << 2), the pair (x[4g + o0], x[4g + o1]) (K/4 x 16
-// pairs, tiny next to M rows of work). A group of a row then costs one 8-byte
-// load at tab + 32 g + 2 nibble, and V::pairs assembles W/2 of them.
 // SELL-8 block of 8 rows, one row a lane (AVX2; see NmF32::vals8): per group,
 // one broadcast of 4 x values serves 8 rows, and two in-lane permutes pick each
 // row's kept x. No tables, no horizontal sums.
@@ -456,6 +450,11 @@ void nm24_rows8(const NmF32& a, const float* x, float* y, const SpmmParams& p, c
   V::store(y + blk * 8, V::clamp(s, ep.lo, ep.hi));
 }
 
+// N == 1, 2:4 only, rows outside SELL-8 blocks. Selecting the kept x values of a row costs shuffles on
+// every step; instead each thread first tabulates, for every group g and every
+// 4-bit meta nibble (o0 | o1 << 2), the pair (x[4g + o0], x[4g + o1]) (K/4 x 16
+// pairs, tiny next to M rows of work). A group of a row then costs one 8-byte
+// load at tab + 32 g + 2 nibble, and V::pairs assembles W/2 of them.
 template <class V>
 void nm24_spmv(const NmF32& a, const float* x, float* y, const SpmmParams& p, int64_t rb,
                int64_t re, float* tab) {
