@@ -451,10 +451,11 @@ void nm24_rows8(const NmF32& a, const float* x, float* y, const SpmmParams& p, c
 }
 
 // N == 1, 2:4 only, rows outside SELL-8 blocks. Selecting the kept x values
-// of a row costs shuffles on every step; instead each thread first tabulates, for every group g and every
-// 4-bit meta nibble (o0 | o1 << 2), the pair (x[4g + o0], x[4g + o1]) (K/4 x 16
-// pairs, tiny next to M rows of work). A group of a row then costs one 8-byte
-// load at tab + 32 g + 2 nibble, and V::pairs assembles W/2 of them.
+// of a row costs shuffles on every step; instead each thread first tabulates,
+// for every group g and every 4-bit meta nibble (o0 | o1 << 2), the pair
+// (x[4g + o0], x[4g + o1]) (K/4 x 16 pairs, tiny next to M rows of work). A
+// group of a row then costs one 8-byte load at tab + 32 g + 2 nibble, and
+// V::pairs assembles W/2 of them.
 template <class V>
 void nm24_spmv(const NmF32& a, const float* x, float* y, const SpmmParams& p, int64_t rb,
                int64_t re, float* tab) {
