@@ -55,17 +55,22 @@ bool overlaps(const py::array& a, const py::array& b) {
   return a.nbytes() > 0 && b.nbytes() > 0 && a0 < b0 + b.nbytes() && b0 < a0 + a.nbytes();
 }
 
+// A kernel was asked for that does not exist, fit the weight, or run here.
+struct KernelChoiceError : std::invalid_argument {
+  using std::invalid_argument::invalid_argument;
+};
+
 const zs::KernelInfo& pick(zs::Format f, const std::optional<std::string>& name, int nm_n, int nm_m) {
   if (!name) return *zs::default_kernel(f, nm_n, nm_m);
   const zs::KernelInfo* k = zs::find_kernel(name->c_str());
-  if (!k) throw py::value_error("unknown kernel '" + *name + "'; see zeroskip.kernels.available()");
+  if (!k) throw KernelChoiceError("unknown kernel '" + *name + "'; see zeroskip.kernels.available()");
   if (k->format != f)
-    throw py::value_error("kernel '" + *name + "' is for " + zs::format_name(k->format) + " weights, not " +
+    throw KernelChoiceError("kernel '" + *name + "' is for " + zs::format_name(k->format) + " weights, not " +
                           zs::format_name(f));
   if (!zs::isa_supported(k->isa))
-    throw py::value_error("kernel '" + *name + "' needs " + zs::isa_name(k->isa) + ", which this CPU lacks");
+    throw KernelChoiceError("kernel '" + *name + "' needs " + zs::isa_name(k->isa) + ", which this CPU lacks");
   if (f == zs::Format::kNm && !zs::kernel_supports_nm(*k, nm_n, nm_m))
-    throw py::value_error("kernel '" + *name + "' takes " + std::to_string(k->nm_n) + ":" + std::to_string(k->nm_m) +
+    throw KernelChoiceError("kernel '" + *name + "' takes " + std::to_string(k->nm_n) + ":" + std::to_string(k->nm_m) +
                           " weights, not " + std::to_string(nm_n) + ":" + std::to_string(nm_m));
   return *k;
 }
@@ -111,6 +116,7 @@ py::dict kernel_dict(const zs::KernelInfo& k) {
 PYBIND11_MODULE(_C, m) {
   m.doc() = "zeroskip C++ kernels (no torch, no CUDA calls at import)";
   py::register_exception<zs::FormatError>(m, "FormatError", PyExc_ValueError);
+  py::register_exception<KernelChoiceError>(m, "KernelError", PyExc_ValueError);
 
   m.def("kernels", [] {
     size_t count = 0;

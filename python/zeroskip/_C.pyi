@@ -5,6 +5,7 @@ from typing import Any
 import numpy as np
 
 class FormatError(ValueError): ...
+class KernelError(ValueError): ...
 
 class PackedCsr:
     def __init__(

@@ -117,9 +117,10 @@ def spmm(
     lo, hi = (-np.inf, np.inf) if clamp is None else (float(clamp[0]), float(clamp[1]))
     try:
         _C.spmm(packed, xa, y, bias, lo, hi, kernel)
+    except _C.KernelError as e:
+        raise KernelError(f"spmm with {type(a).__name__} {a.shape}: {e}") from None
     except ValueError as e:
-        cls = KernelError if "kernel" in str(e) else InputError
-        raise cls(f"spmm with {type(a).__name__} {a.shape}: {e}") from None
+        raise InputError(f"spmm with {type(a).__name__} {a.shape}: {e}") from None
     except TypeError as e:
         raise InputError(f"spmm with {type(a).__name__} {a.shape}: {e}") from None
     if out is not None:
