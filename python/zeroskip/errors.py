@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["FormatError", "InputError", "KernelError", "ZeroskipError"]
+__all__ = ["FormatError", "InputError", "KernelError", "ModelError", "UnsupportedOpError", "ZeroskipError"]
 
 
 class ZeroskipError(Exception):
@@ -19,3 +19,11 @@ class InputError(ZeroskipError, ValueError):
 
 class KernelError(ZeroskipError, ValueError):
     """A kernel was asked for that does not exist, does not fit the weight, or cannot run here."""
+
+
+class ModelError(ZeroskipError, ValueError):
+    """An ONNX model cannot be read or is malformed: the message names the file, node or value."""
+
+
+class UnsupportedOpError(ModelError):
+    """A model uses an op (or an op feature) zeroskip does not implement; the message lists them."""

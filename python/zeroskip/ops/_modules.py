@@ -1,0 +1,5 @@
+"""Imports every op module so that its registrations run."""
+
+from __future__ import annotations
+
+from zeroskip.ops import elementwise, nn, reduce, tensor  # noqa: F401

@@ -1,0 +1,465 @@
+"""The planner: an IR graph -> a flat, pre-bound Python function per input-shape signature.
+
+Load resolves every node to a registered op (or to a kernel the scheduler chose for that node),
+converts constants to torch once and checks attributes. The first run with a new signature (input
+shapes and dtypes) is interpreted step by step while recording every value's shape; from that the
+planner specialises:
+
+- Shape/Size of statically shaped values, and everything computed only from them (the shape
+  subgraphs torch exports), become constants for the signature, so those steps disappear.
+- Shape-deciding inputs that are now constant (Reshape's shape, Slice's starts...) are converted to
+  Python values once instead of on every run.
+- Ops with an `out=` variant write into preallocated buffers; a buffer is reused by a later step
+  once every value that may alias it is dead (liveness over alias groups). Graph outputs are never
+  buffers, so what `run()` returns is the caller's to keep.
+- The steps are emitted as straight-line Python (`Plan.source`) and compiled: no graph walking and
+  no per-step dispatch on the hot path.
+"""
+
+from __future__ import annotations
+
+import linecache
+import sys
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from zeroskip import ops
+from zeroskip.errors import InputError, ModelError, UnsupportedOpError, ZeroskipError
+from zeroskip.ir import Graph, Node, Value, fold_batchnorm, fold_constants, remove_dead_nodes
+
+__all__ = ["Program", "evaluate_node", "optimize"]
+
+_MAX_SIGNATURES = 32
+
+
+def _to_torch(a: np.ndarray) -> torch.Tensor:
+    if not a.flags.writeable or not a.flags.c_contiguous or a.dtype.byteorder == ">":
+        a = np.array(a, order="C", dtype=a.dtype.newbyteorder("="))  # keeps 0-d arrays 0-d
+    return torch.from_numpy(a)
+
+
+def _py(t: torch.Tensor | None) -> Any:
+    return None if t is None else t.tolist()
+
+
+@dataclass
+class Step:
+    index: int
+    node: Node
+    opdef: ops.OpDef
+    fn: Callable[..., Any]
+    inputs: list[int | None]  # value ids
+    outputs: list[int | None]
+    attrs: dict[str, Any]
+    static: frozenset[int]
+    foldable: bool  # deterministic: may be evaluated at plan time when its inputs are known
+    tuple_result: bool = False
+
+
+def _resolve(g: Graph) -> dict[int, ops.OpDef]:
+    """Every node's op registration; all unsupported ops are reported together."""
+    found: dict[int, ops.OpDef] = {}
+    missing: dict[str, list[str]] = {}
+    for n in g.nodes:
+        opset = g.opset_for(n.domain)
+        d = ops.resolve(n.op_type, n.domain, opset)
+        if d is None:
+            key = f"{n.domain + '::' if n.domain else ''}{n.op_type} (opset {opset})"
+            missing.setdefault(key, []).append(n.name)
+        else:
+            found[id(n)] = d
+    if missing:
+        lines = [
+            f"  {op}: nodes {', '.join(repr(x) for x in names[:5])}" + (" ..." if len(names) > 5 else "")
+            for op, names in sorted(missing.items())
+        ]
+        raise UnsupportedOpError(
+            f"the model uses {len(missing)} op(s) zeroskip does not support:\n"
+            + "\n".join(lines)
+            + "\nsupported ops: zeroskip.ops.claimed()"
+        )
+    for n in g.nodes:
+        d = found[id(n)]
+        if not d.takes_any_attr:
+            extra = sorted(set(n.attrs) - d.attrs)
+            if extra:
+                raise UnsupportedOpError(
+                    f"{n.describe()}: attribute(s) {extra} are not supported by zeroskip's {n.op_type} "
+                    f"(it takes {sorted(d.attrs)})"
+                )
+    return found
+
+
+def _call(
+    d: ops.OpDef, fn: Callable[..., Any], node: Node, args: list[Any], attrs: dict[str, Any]
+) -> tuple[list[Any], bool]:
+    """Run an op; returns its outputs as a list and whether it returned a tuple."""
+    kw = dict(attrs)
+    if d.wants_noutputs:
+        kw["_noutputs"] = len(node.outputs)
+    res = fn(*args, **kw)
+    if isinstance(res, (tuple, list)):
+        return list(res), True
+    return [res], False
+
+
+def _torch_attrs(n: Node) -> dict[str, Any]:
+    return {k: _to_torch(v) if isinstance(v, np.ndarray) else v for k, v in n.attrs.items()}
+
+
+def evaluate_node(g: Graph, n: Node, args: list[np.ndarray | None]) -> list[np.ndarray]:
+    """Run one node on constant inputs (constant folding)."""
+    d = ops.require(n.op_type, n.domain, g.opset_for(n.domain))
+    targs = [
+        None if a is None else (_py(_to_torch(a)) if i in d.static else _to_torch(a))
+        for i, a in enumerate(args)
+    ]
+    try:
+        with torch.inference_mode():
+            res, _ = _call(d, d.fn, n, targs, _torch_attrs(n))
+    except ZeroskipError:
+        raise
+    except Exception as e:
+        raise ModelError(f"{n.describe()}: fails on its constant inputs: {e}") from e
+    return [r.detach().numpy().copy() if isinstance(r, torch.Tensor) else np.asarray(r) for r in res]
+
+
+def optimize(g: Graph) -> dict[str, int]:
+    """The load-time passes, in order. Returns what each did."""
+    _resolve(g)  # unsupported ops are reported before anything runs
+    stats = {"folded": fold_constants(g, lambda n, a: evaluate_node(g, n, a))}
+    stats["bn_folded"] = fold_batchnorm(g)
+    stats["dead"] = remove_dead_nodes(g)
+    return stats
+
+
+@dataclass
+class _Signature:
+    shapes: dict[int, tuple[int, ...]] = field(default_factory=dict)
+    dtypes: dict[int, torch.dtype] = field(default_factory=dict)
+    known: dict[int, torch.Tensor] = field(default_factory=dict)  # values constant for this signature
+
+
+class Program:
+    """A loaded graph ready to run: constants in torch, ops bound; one compiled plan per signature."""
+
+    def __init__(self, g: Graph, impls: Mapping[str, Callable[..., Any]] | None = None):
+        self.graph = g
+        opdefs = _resolve(g)
+        self._ids: dict[int, int] = {}
+        self.values: list[Value] = []
+        for v in g.inputs:
+            self._vid(v)
+        self.consts: dict[int, torch.Tensor] = {}
+        self.steps: list[Step] = []
+        impls = impls or {}
+        for i, n in enumerate(g.nodes):
+            d = opdefs[id(n)]
+            ins = []
+            for x in n.inputs:
+                if x is None:
+                    ins.append(None)
+                    continue
+                vid = self._vid(x)
+                if x.is_const and vid not in self.consts:
+                    self.consts[vid] = _to_torch(x.dense())
+                ins.append(vid)
+            self.steps.append(
+                Step(
+                    index=i,
+                    node=n,
+                    opdef=d,
+                    fn=impls.get(n.name, d.fn),
+                    inputs=ins,
+                    outputs=[None if y is None else self._vid(y) for y in n.outputs],
+                    attrs=_torch_attrs(n),
+                    static=frozenset(d.static),
+                    foldable=n.op_type
+                    not in (
+                        "RandomNormal",
+                        "RandomUniform",
+                        "RandomNormalLike",
+                        "RandomUniformLike",
+                        "Multinomial",
+                    ),
+                )
+            )
+        self.input_ids = [self._vid(v) for v in g.inputs]
+        self.output_ids = []
+        for v in g.outputs:
+            vid = self._vid(v)
+            if v.is_const and vid not in self.consts:
+                self.consts[vid] = _to_torch(v.dense())
+            self.output_ids.append(vid)
+        self._plans: OrderedDict[tuple[Any, ...], Plan] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _vid(self, v: Value) -> int:
+        vid = self._ids.get(id(v))
+        if vid is None:
+            vid = self._ids[id(v)] = len(self.values)
+            self.values.append(v)
+        return vid
+
+    # -- running -----------------------------------------------------------------------------
+    def run(self, feeds: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Run on tensors given in graph-input order (already checked by the session)."""
+        key = tuple((tuple(t.shape), t.dtype) for t in feeds)
+        with self._lock:
+            plan = self._plans.get(key)
+            if plan is not None:
+                self._plans.move_to_end(key)
+                return plan(feeds)
+            outs, sig = self._trace(feeds)
+            plan = self._plans[key] = Plan(self, sig)
+            if len(self._plans) > _MAX_SIGNATURES:
+                self._plans.popitem(last=False)
+            return [o.clone() if c else o for o, c in zip(outs, plan.copied_outputs)]
+
+    def plan_for(self, feeds: Sequence[torch.Tensor]) -> Plan | None:
+        return self._plans.get(tuple((tuple(t.shape), t.dtype) for t in feeds))
+
+    def _trace(self, feeds: Sequence[torch.Tensor]) -> tuple[list[torch.Tensor], _Signature]:
+        """Interpret the graph once, recording shapes and which values this signature fixes."""
+        env: dict[int, torch.Tensor] = dict(self.consts)
+        sig = _Signature()
+        static_shape: set[int] = set(self.consts)
+        for vid, t in zip(self.input_ids, feeds):
+            env[vid] = t
+            static_shape.add(vid)
+        known: dict[int, torch.Tensor] = dict(self.consts)
+        for st in self.steps:
+            args = []
+            for pos, vid in enumerate(st.inputs):
+                if vid is None:
+                    args.append(None)
+                else:
+                    args.append(_py(env[vid]) if pos in st.static else env[vid])
+            try:
+                res, st.tuple_result = _call(st.opdef, st.fn, st.node, args, st.attrs)
+            except ZeroskipError:
+                raise
+            except Exception as e:
+                raise _node_error(st, e, env) from e
+            tensor_ins = [v for p, v in enumerate(st.inputs) if v is not None and p not in st.static]
+            static_ins = [v for p, v in enumerate(st.inputs) if v is not None and p in st.static]
+            shape_ok = all(v in static_shape for v in tensor_ins) and all(v in known for v in static_ins)
+            is_shape_op = st.node.op_type in ("Shape", "Size") and st.node.domain == ""
+            fold = st.foldable and (
+                (is_shape_op and all(v in static_shape for v in tensor_ins))
+                or all(v in known for p, v in enumerate(st.inputs) if v is not None)
+            )
+            for vid, r in zip(st.outputs, res):
+                if vid is None:
+                    continue
+                if not isinstance(r, torch.Tensor):
+                    raise ModelError(f"{st.node.describe()}: op returned {type(r).__name__}, not a tensor")
+                env[vid] = r
+                sig.shapes[vid] = tuple(r.shape)
+                sig.dtypes[vid] = r.dtype
+                if shape_ok or fold:
+                    static_shape.add(vid)
+                if fold:
+                    known[vid] = r
+        sig.known = {k: v for k, v in known.items() if k not in self.consts}
+        return [env[v] for v in self.output_ids], sig
+
+
+def _node_error(st: Step, e: Exception, env: Mapping[int, Any]) -> ZeroskipError:
+    shapes = []
+    for vid in st.inputs:
+        t = env.get(vid) if vid is not None else None
+        shapes.append("None" if t is None else f"{tuple(t.shape)} {str(t.dtype).replace('torch.', '')}")
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return InputError(
+        f"{st.node.describe()} failed on inputs [{', '.join(shapes)}]: {msg}. "
+        "Check that the model's inputs have the shapes and dtypes it was exported for."
+    )
+
+
+class Plan:
+    """Straight-line code for one signature; `source` shows it."""
+
+    _counter = 0
+
+    def __init__(self, prog: Program, sig: _Signature):
+        self.prog = prog
+        known = sig.known
+        ns: dict[str, Any] = {"_py": _py}
+        lines = ["def _plan(feeds):"]
+        line_step: dict[int, Step] = {}
+
+        def name(vid: int) -> str:
+            if vid in prog.consts or vid in known:
+                k = f"k{vid}"
+                ns[k] = prog.consts[vid] if vid in prog.consts else known[vid]
+                return k
+            return f"v{vid}"
+
+        ins = [name(v) for v in prog.input_ids]
+        if ins:
+            lines.append(f"    {', '.join(ins)}{',' if len(ins) == 1 else ''} = feeds")
+        live_steps = [st for st in prog.steps if not all(v is None or v in known for v in st.outputs)]
+
+        # Liveness over alias groups (a view keeps its base alive).
+        parent: dict[int, int] = {}
+
+        def find(x: int) -> int:
+            while parent.get(x, x) != x:
+                x = parent[x]
+            return x
+
+        def union(a: int, b: int) -> None:
+            ra, rb = find(a), find(b)
+            if ra != rb:
+                parent[ra] = rb
+
+        outputs = set(prog.output_ids)
+        # A step writes into a pooled buffer when its op has an out= variant, the scheduler did not
+        # replace it, and nothing that may alias its output is a graph output. Aliasing depends on
+        # which steps use buffers, so settle both together.
+        uses_out = {
+            st.index: (
+                len(st.outputs) == 1
+                and st.outputs[0] is not None
+                and st.opdef.out_fn is not None
+                and st.fn is st.opdef.fn
+                and st.outputs[0] in sig.shapes
+            )
+            for st in live_steps
+        }
+        while True:
+            parent.clear()
+            for st in live_steps:
+                if uses_out[st.index] or st.opdef.fresh:
+                    continue
+                for p, x in enumerate(st.inputs):
+                    if x is not None and p not in st.static:
+                        for y2 in st.outputs:
+                            if y2 is not None:
+                                union(y2, x)
+            pinned = {find(v) for v in outputs}
+            demote = [st for st in live_steps if uses_out[st.index] and find(st.outputs[0]) in pinned]
+            if not demote:
+                break
+            for st in demote:
+                uses_out[st.index] = False
+        last: dict[int, int] = {}
+        for i, st in enumerate(live_steps):
+            for x in st.inputs:
+                if x is not None:
+                    last[find(x)] = i
+            for y in st.outputs:
+                if y is not None:
+                    last[find(y)] = max(last.get(find(y), i), i)
+        dies_at: dict[int, list[int]] = {}
+        for gid, li in last.items():
+            if gid not in pinned:
+                dies_at.setdefault(li, []).append(gid)
+        end = len(live_steps)
+        external = set(prog.input_ids) | set(prog.consts) | set(known)
+        tainted = {find(v) for v in external}  # outputs aliasing these must be copied
+
+        free: dict[tuple[torch.dtype, int], list[torch.Tensor]] = {}
+        held: dict[int, list[tuple[tuple[torch.dtype, int], torch.Tensor]]] = {}
+        self.buffers = 0
+        self.buffer_bytes = 0
+        for i, st in enumerate(live_steps):
+            args = []
+            for p, x in enumerate(st.inputs):
+                if x is None:
+                    args.append("None")
+                elif p in st.static:
+                    if x in prog.consts or x in known:
+                        k = f"s{st.index}_{p}"
+                        ns[k] = _py(prog.consts[x] if x in prog.consts else known[x])
+                        args.append(k)
+                    else:
+                        args.append(f"_py({name(x)})")
+                else:
+                    args.append(name(x))
+            kws = []
+            for k, v in st.attrs.items():
+                an = f"a{st.index}_{k}"
+                ns[an] = v
+                kws.append(f"{k}={an}")
+            if st.opdef.wants_noutputs:
+                kws.append(f"_noutputs={len(st.outputs)}")
+            fn = f"f{st.index}"
+            outs = [name(y) if y is not None else "_" for y in st.outputs]
+            if uses_out[st.index]:
+                y = st.outputs[0]
+                key = (sig.dtypes[y], int(np.prod(sig.shapes[y], dtype=np.int64)))
+                pool = free.get(key)
+                if pool:
+                    buf = pool.pop()
+                else:
+                    buf = torch.empty(key[1], dtype=key[0])
+                    self.buffers += 1
+                    self.buffer_bytes += buf.element_size() * buf.numel()
+                held.setdefault(find(y), []).append((key, buf))
+                bn = f"b{y}"
+                ns[bn] = buf.view(sig.shapes[y])
+                ns[fn] = st.opdef.out_fn
+                lines.append(f"    {fn}({', '.join([bn, *args, *kws])}); {outs[0]} = {bn}")
+            else:
+                ns[fn] = st.fn
+                call = f"{fn}({', '.join(args + kws)})"
+                n_out = len(st.outputs)
+                if n_out == 1 and not st.tuple_result:
+                    lines.append(f"    {outs[0]} = {call}")
+                elif n_out == 1:
+                    lines.append(f"    {outs[0]} = {call}[0]")
+                else:
+                    lines.append(f"    {', '.join(outs)}, *_r = {call}")
+            line_step[len(lines)] = st
+            # Free what dies here: buffers go back to the pool, other values are dropped.
+            for gid in dies_at.get(i, ()):
+                for key, buf in held.pop(gid, ()):
+                    free.setdefault(key, []).append(buf)
+            drop = [
+                f"v{x}"
+                for x in {*(v for v in st.inputs if v is not None), *(v for v in st.outputs if v is not None)}
+                if x not in external
+                and x not in outputs
+                and last.get(find(x), end) == i
+                and find(x) not in pinned
+            ]
+            if drop:
+                lines.append(f"    del {', '.join(sorted(drop))}")
+        rets = []
+        self.copied_outputs = [find(v) in tainted or v in external for v in prog.output_ids]
+        for v, copy in zip(prog.output_ids, self.copied_outputs):
+            rets.append(f"{name(v)}.clone()" if copy else name(v))
+        lines.append(f"    return [{', '.join(rets)}]")
+        self.source = "\n".join(lines) + "\n"
+        Plan._counter += 1
+        filename = f"<zeroskip plan {Plan._counter}>"
+        linecache.cache[filename] = (len(self.source), None, self.source.splitlines(True), filename)
+        exec(compile(self.source, filename, "exec"), ns)
+        self._fn = ns["_plan"]
+        self._filename = filename
+        self._line_step = line_step
+        self.steps = len(live_steps)
+
+    def __call__(self, feeds: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        try:
+            return self._fn(feeds)
+        except ZeroskipError:
+            raise
+        except Exception as e:
+            tb = sys.exc_info()[2]
+            st = None
+            while tb is not None:
+                if tb.tb_frame.f_code.co_filename == self._filename:
+                    st = self._line_step.get(tb.tb_lineno)
+                tb = tb.tb_next
+            if st is None:
+                raise
+            raise _node_error(st, e, {}) from e

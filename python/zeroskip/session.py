@@ -1,0 +1,229 @@
+"""The public API: `load()` -> `Session`, and ONNX Runtime's `InferenceSession` shape over it."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from zeroskip.errors import InputError, ModelError
+
+__all__ = ["InferenceSession", "NodeArg", "Session", "SessionOptions", "ValueInfo", "load"]
+
+
+@dataclass(frozen=True)
+class ValueInfo:
+    """A graph input or output: name, numpy dtype, shape (int, symbolic name, or None if unknown)."""
+
+    name: str
+    dtype: np.dtype[Any] | None
+    shape: tuple[int | str | None, ...] | None
+    onnx_type: str  # ORT's spelling: 'tensor(float)'
+
+
+def _info(v: Any) -> ValueInfo:
+    from zeroskip.dtypes import numpy_dtype, onnx_name
+
+    try:
+        dt = numpy_dtype(v.dtype) if v.dtype else None
+    except KeyError:
+        dt = None
+    return ValueInfo(v.name, dt, v.shape, f"tensor({onnx_name(v.dtype)})" if v.dtype else "tensor(unknown)")
+
+
+_DEVICES = ("cpu",)
+
+
+def load(
+    model: Any,
+    *,
+    device: str = "cpu",
+    threads: int | None = None,
+    options: Mapping[str, Any] | None = None,
+) -> Session:
+    """Load an ONNX model (path, bytes or onnx.ModelProto) and prepare it to run on `device`.
+
+    `threads` sets the intra-op thread count (torch's and the sparse kernels'; both are
+    process-wide). Everything that can be done once happens here; `Session.run` only executes.
+    """
+    return Session(model, device=device, threads=threads, options=options)
+
+
+class Session:
+    """A loaded model. `run(feeds)` (or calling the session) returns {output name: array}.
+
+    Thread safety: `run` may be called from several threads; runs of one session are serialised
+    (they share preallocated buffers). Use one session per thread for parallel throughput.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        *,
+        device: str = "cpu",
+        threads: int | None = None,
+        options: Mapping[str, Any] | None = None,
+    ):
+        if device not in _DEVICES:
+            raise InputError(f"device '{device}' is not available; choose one of {list(_DEVICES)}")
+        self.options = dict(options or {})
+        unknown = sorted(set(self.options) - {"optimize"})
+        if unknown:
+            raise InputError(f"unknown option(s) {unknown}; known: ['optimize']")
+        import torch
+
+        from zeroskip import kernels
+        from zeroskip.onnx_import import read_model, to_graph
+        from zeroskip.plan import Program, optimize
+
+        if threads is not None:
+            if not isinstance(threads, int) or threads < 1:
+                raise InputError(f"threads must be a positive int, got {threads!r}")
+            torch.set_num_threads(threads)
+            kernels.set_num_threads(threads)
+        self._torch = torch
+        proto = read_model(model)
+        graph = to_graph(proto)
+        self.stats = optimize(graph) if self.options.get("optimize", True) else {}
+        self.graph = graph
+        self.program = Program(graph)
+        self.inputs = [_info(v) for v in graph.inputs]
+        self.outputs = [_info(v) for v in graph.outputs]
+        self._input_torch_dtypes = [self._torch_dtype(i) for i in self.inputs]
+        self._index = {i.name: k for k, i in enumerate(self.inputs)}
+
+    def _torch_dtype(self, info: ValueInfo) -> Any:
+        if info.dtype is None:
+            return None
+        return self._torch.from_numpy(np.zeros(0, dtype=info.dtype)).dtype
+
+    def run(self, feeds: Mapping[str, Any], *, return_torch: bool = False) -> dict[str, Any]:
+        """Run the model. Inputs: numpy arrays or torch tensors, by input name."""
+        tensors = self._feeds(feeds)
+        with self._torch.inference_mode():
+            outs = self.program.run(tensors)
+        names = [o.name for o in self.outputs]
+        if return_torch:
+            return dict(zip(names, outs))
+        return {n: o.numpy() for n, o in zip(names, outs)}
+
+    __call__ = run
+
+    def _feeds(self, feeds: Mapping[str, Any]) -> list[Any]:
+        torch = self._torch
+        if not isinstance(feeds, Mapping):
+            raise InputError(f"feeds must be a mapping of input name to array, not {type(feeds).__name__}")
+        extra = sorted(set(feeds) - set(self._index))
+        missing = [i.name for i in self.inputs if i.name not in feeds]
+        if missing or extra:
+            parts = []
+            if missing:
+                parts.append(f"missing input(s) {missing}")
+            if extra:
+                parts.append(f"unknown input(s) {extra}")
+            raise InputError(f"{'; '.join(parts)}; the model takes {[i.name for i in self.inputs]}")
+        out = []
+        for info, tdt in zip(self.inputs, self._input_torch_dtypes):
+            x = feeds[info.name]
+            if isinstance(x, torch.Tensor):
+                t = x.detach()
+                if t.device.type != "cpu":
+                    raise InputError(f"input '{info.name}' is on {t.device}; this session runs on cpu")
+            else:
+                a = np.asarray(x)
+                if a.dtype == object or a.dtype.kind in "USV":
+                    raise InputError(f"input '{info.name}': {a.dtype} arrays are not supported")
+                if not a.flags.writeable or any(s < 0 for s in a.strides) or a.dtype.byteorder == ">":
+                    a = np.array(a, copy=True, order="C")
+                t = torch.from_numpy(a)
+            if tdt is not None and t.dtype != tdt:
+                raise InputError(
+                    f"input '{info.name}': dtype {str(t.dtype).replace('torch.', '')}, the model expects "
+                    f"{info.dtype}; convert it with .astype(np.{info.dtype})"
+                )
+            if info.shape is not None:
+                if t.dim() != len(info.shape):
+                    raise InputError(
+                        f"input '{info.name}': rank {t.dim()} (shape {tuple(t.shape)}), the model expects "
+                        f"rank {len(info.shape)} {_fmt_shape(info.shape)}"
+                    )
+                for d, (have, want) in enumerate(zip(t.shape, info.shape)):
+                    if isinstance(want, int) and have != want:
+                        raise InputError(
+                            f"input '{info.name}': dimension {d} is {have}, the model expects {want} "
+                            f"(shape {_fmt_shape(info.shape)})"
+                        )
+            out.append(t)
+        return out
+
+
+def _fmt_shape(shape: Sequence[Any]) -> str:
+    return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
+
+
+# --- ONNX Runtime compatibility ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NodeArg:
+    """What ORT's get_inputs()/get_outputs() return: name, type string, shape."""
+
+    name: str
+    type: str
+    shape: list[int | str | None]
+
+
+class SessionOptions:
+    """The part of onnxruntime.SessionOptions zeroskip honours: intra_op_num_threads."""
+
+    def __init__(self) -> None:
+        self.intra_op_num_threads = 0
+        self.inter_op_num_threads = 0
+        self.graph_optimization_level: Any = None
+        self.log_severity_level = 2
+
+
+class InferenceSession:
+    """Drop-in for `onnxruntime.InferenceSession` in common code: `run(output_names, input_feed)`."""
+
+    def __init__(
+        self,
+        path_or_bytes: str | bytes | os.PathLike[str],
+        sess_options: SessionOptions | None = None,
+        providers: Sequence[Any] | None = None,
+        **kwargs: Any,
+    ):
+        threads = None
+        if sess_options is not None and getattr(sess_options, "intra_op_num_threads", 0):
+            threads = int(sess_options.intra_op_num_threads)
+        for p in providers or ():
+            name = p[0] if isinstance(p, (tuple, list)) else p
+            if name not in ("CPUExecutionProvider",):
+                raise InputError(f"provider {name!r} is not available in zeroskip; use CPUExecutionProvider")
+        self._session = Session(path_or_bytes, threads=threads)
+
+    def get_inputs(self) -> list[NodeArg]:
+        return [NodeArg(i.name, i.onnx_type, list(i.shape or [])) for i in self._session.inputs]
+
+    def get_outputs(self) -> list[NodeArg]:
+        return [NodeArg(o.name, o.onnx_type, list(o.shape or [])) for o in self._session.outputs]
+
+    def get_providers(self) -> list[str]:
+        return ["CPUExecutionProvider"]
+
+    def run(
+        self, output_names: Sequence[str] | None, input_feed: Mapping[str, Any], run_options: Any = None
+    ) -> list[Any]:
+        res = self._session.run(input_feed)
+        if not output_names:
+            return list(res.values())
+        unknown = [n for n in output_names if n not in res]
+        if unknown:
+            raise InputError(f"unknown output name(s) {unknown}; the model has {list(res)}")
+        return [res[n] for n in output_names]
+
+
+del ModelError

@@ -1,0 +1,384 @@
+"""The loader, passes, planner and session API, checked against onnx's ReferenceEvaluator."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+torch = pytest.importorskip("torch")
+
+import zeroskip  # noqa: E402
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+from onnx.reference import ReferenceEvaluator  # noqa: E402
+from zeroskip.errors import InputError, ModelError, UnsupportedOpError  # noqa: E402
+
+F = TensorProto.FLOAT
+
+
+def make(nodes, inputs, outputs, inits=(), opset=17, sparse=()):
+    g = helper.make_graph(
+        nodes, "g", inputs, outputs, initializer=list(inits), sparse_initializer=list(sparse)
+    )
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def reference(model, feeds):
+    return ReferenceEvaluator(model).run(None, feeds)
+
+
+def vi(name, shape, t=F):
+    return helper.make_tensor_value_info(name, t, shape)
+
+
+def mlp_model(rng):
+    w1 = rng.standard_normal((8, 16)).astype(np.float32)
+    w2 = rng.standard_normal((16, 4)).astype(np.float32)
+    b = rng.standard_normal(16).astype(np.float32)
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h"]),
+        helper.make_node("Add", ["h", "b"], ["hb"]),
+        helper.make_node("Relu", ["hb"], ["r"]),
+        helper.make_node("MatMul", ["r", "w2"], ["y"]),
+        helper.make_node("Sigmoid", ["h"], ["unused"]),  # dead: nothing reads it
+    ]
+    inits = [numpy_helper.from_array(a, n) for a, n in ((w1, "w1"), (w2, "w2"), (b, "b"))]
+    return make(nodes, [vi("x", ["batch", 8])], [vi("y", ["batch", 4])], inits)
+
+
+def test_mlp_matches_reference_over_changing_batches(rng):
+    model = mlp_model(rng)
+    s = zeroskip.load(model)
+    assert s.stats["dead"] == 1
+    for batch in (1, 5, 1, 5, 3):
+        x = rng.standard_normal((batch, 8)).astype(np.float32)
+        (want,) = reference(model, {"x": x})
+        got = s.run({"x": x})["y"]
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    assert len(s.program._plans) == 3
+
+
+def test_outputs_are_not_overwritten_by_the_next_run(rng):
+    model = mlp_model(rng)
+    s = zeroskip.load(model)
+    xs = [rng.standard_normal((2, 8)).astype(np.float32) for _ in range(4)]
+    outs = [s.run({"x": x})["y"] for x in xs]
+    for x, got in zip(xs, outs):
+        np.testing.assert_allclose(got, reference(model, {"x": x})[0], rtol=1e-5, atol=1e-5)
+
+
+def test_buffers_are_reused_and_correct(rng):
+    # A chain of 12 elementwise steps needs two buffers, not twelve.
+    nodes, prev = [], "x"
+    for i in range(12):
+        op = ("Add", "Mul", "Sub")[i % 3]
+        nodes.append(helper.make_node(op, [prev, "c"], [f"t{i}"]))
+        prev = f"t{i}"
+    nodes.append(helper.make_node("Tanh", [prev], ["y"]))
+    c = numpy_helper.from_array(np.float32([0.5, -0.25, 1.5]), "c")
+    model = make(nodes, [vi("x", ["n", 3])], [vi("y", ["n", 3])], [c])
+    s = zeroskip.load(model)
+    for _ in range(3):
+        x = rng.standard_normal((4, 3)).astype(np.float32)
+        np.testing.assert_allclose(s.run({"x": x})["y"], reference(model, {"x": x})[0], rtol=1e-5, atol=1e-6)
+    plan = s.program.plan_for([torch.from_numpy(x)])
+    assert plan is not None
+    assert plan.buffers <= 2, plan.source
+
+
+def test_shape_subgraph_is_folded_per_signature(rng):
+    # y = reshape(x, [shape(x)[0], -1]) @ w : the Shape/Gather/Concat chain must vanish from the plan.
+    w = rng.standard_normal((12, 2)).astype(np.float32)
+    nodes = [
+        helper.make_node("Shape", ["x"], ["s"]),
+        helper.make_node("Gather", ["s", "zero"], ["n"], axis=0),
+        helper.make_node("Unsqueeze", ["n", "axes"], ["n1"]),
+        helper.make_node("Concat", ["n1", "minus1"], ["shape"], axis=0),
+        helper.make_node("Reshape", ["x", "shape"], ["x2"]),
+        helper.make_node("MatMul", ["x2", "w"], ["y"]),
+    ]
+    inits = [
+        numpy_helper.from_array(np.array(0, np.int64), "zero"),
+        numpy_helper.from_array(np.array([0], np.int64), "axes"),
+        numpy_helper.from_array(np.array([-1], np.int64), "minus1"),
+        numpy_helper.from_array(w, "w"),
+    ]
+    model = make(nodes, [vi("x", ["n", 3, 4])], [vi("y", ["n", 2])], inits)
+    s = zeroskip.load(model)
+    for n in (2, 7, 2):
+        x = rng.standard_normal((n, 3, 4)).astype(np.float32)
+        np.testing.assert_allclose(s.run({"x": x})["y"], reference(model, {"x": x})[0], rtol=1e-5, atol=1e-5)
+    plan = s.program.plan_for([torch.from_numpy(x)])
+    assert plan.steps == 2, plan.source  # Reshape + MatMul
+
+
+def test_constants_fold_at_load():
+    nodes = [
+        helper.make_node("Constant", [], ["c"], value=numpy_helper.from_array(np.float32([1, 2, 3]))),
+        helper.make_node("Mul", ["c", "c"], ["c2"]),
+        helper.make_node("Add", ["x", "c2"], ["y"]),
+    ]
+    model = make(nodes, [vi("x", [3])], [vi("y", [3])])
+    s = zeroskip.load(model)
+    assert s.stats["folded"] == 2
+    np.testing.assert_array_equal(s.run({"x": np.ones(3, np.float32)})["y"], [2, 5, 10])
+
+
+def test_batchnorm_folds_into_conv(rng):
+    c = 4
+    w = rng.standard_normal((c, 3, 3, 3)).astype(np.float32)
+    params = [rng.standard_normal(c).astype(np.float32) for _ in range(3)] + [
+        rng.uniform(0.5, 2, c).astype(np.float32)
+    ]
+    names = ["scale", "bias", "mean", "var"]
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["h"], pads=[1, 1, 1, 1]),
+        helper.make_node("BatchNormalization", ["h", *names], ["y"], epsilon=1e-3),
+    ]
+    inits = [numpy_helper.from_array(w, "w")] + [numpy_helper.from_array(p, n) for p, n in zip(params, names)]
+    model = make(nodes, [vi("x", [1, 3, 8, 8])], [vi("y", [1, c, 8, 8])], inits)
+    s = zeroskip.load(model)
+    assert s.stats["bn_folded"] == 1
+    assert [n.op_type for n in s.graph.nodes] == ["Conv"]
+    x = rng.standard_normal((1, 3, 8, 8)).astype(np.float32)
+    np.testing.assert_allclose(s.run({"x": x})["y"], reference(model, {"x": x})[0], rtol=1e-4, atol=1e-4)
+
+
+def sparse_model(w, idx, vals=None):
+    k, n = w.shape
+    vals = w.reshape(-1)[idx] if vals is None else vals
+    st = helper.make_sparse_tensor(
+        numpy_helper.from_array(vals.astype(np.float32), "w"),
+        numpy_helper.from_array(idx.astype(np.int64)),
+        [k, n],
+    )
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["y"])]
+    return make(nodes, [vi("x", ["b", k])], [vi("y", ["b", n])], sparse=[st])
+
+
+def test_sparse_initializer_is_read_as_csr(rng):
+    w = rng.standard_normal((16, 6)).astype(np.float32)
+    w[rng.random(w.shape) < 0.8] = 0
+    idx = np.flatnonzero(w)
+    s = zeroskip.load(sparse_model(w, idx))
+    (wv,) = [v for n in s.graph.nodes for v in n.inputs if v is not None and v.name == "w"]
+    assert wv.sparse is not None
+    assert wv.sparse.nnz == idx.size
+    x = rng.standard_normal((3, 16)).astype(np.float32)
+    np.testing.assert_allclose(s.run({"x": x})["y"], x @ w, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ("out_of_range", "outside|out of range"),
+        ("unsorted", "strictly increasing|sorted"),
+        ("repeated", "strictly increasing|sorted"),
+    ],
+)
+def test_sparse_initializer_bad_indices(rng, change, message):
+    from zeroskip.onnx_import import to_graph
+
+    w = rng.standard_normal((4, 4)).astype(np.float32)
+    idx = np.array([1, 5, 9, 12])
+    if change == "out_of_range":
+        idx[-1] = 16
+    elif change == "unsorted":
+        idx[[1, 2]] = idx[[2, 1]]
+    else:
+        idx[2] = idx[1]
+    model = sparse_model(w, idx, vals=np.ones(4, np.float32))
+    with pytest.raises(ModelError, match=message):
+        zeroskip.load(model)
+    with pytest.raises(ModelError, match=message.split("|")[0]):
+        to_graph(model)  # zeroskip's own check, behind onnx's checker
+
+
+def test_external_data(tmp_path, rng):
+    model = mlp_model(rng)
+    x = rng.standard_normal((2, 8)).astype(np.float32)
+    (want,) = reference(model, {"x": x})
+    path = tmp_path / "m.onnx"
+    onnx.save_model(
+        model,
+        path,
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="m.data",
+        size_threshold=0,
+    )
+    np.testing.assert_allclose(zeroskip.load(path).run({"x": x})["y"], want, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ModelError, match="from its path"):
+        zeroskip.load(path.read_bytes())
+    (tmp_path / "m.data").unlink()
+    with pytest.raises(ModelError, match="external"):
+        zeroskip.load(path)
+
+
+def test_bad_files(tmp_path, rng):
+    good = mlp_model(rng).SerializeToString()
+    cases = {
+        "missing.onnx": None,
+        "empty.onnx": b"",
+        "garbage.onnx": bytes(rng.integers(0, 256, 4000, dtype=np.uint8)),
+        "truncated.onnx": good[: len(good) // 2],
+        "text.onnx": b"this is not a model\n" * 20,
+    }
+    for name, data in cases.items():
+        p = tmp_path / name
+        if data is not None:
+            p.write_bytes(data)
+        with pytest.raises(ModelError, match=name.replace(".", r"\.")):
+            zeroskip.load(p)
+    with pytest.raises(ModelError):
+        zeroskip.load(b"\x08\x07garbage")
+    with pytest.raises(ModelError, match="takes a path"):
+        zeroskip.load(12)
+
+
+def test_unknown_ops_are_listed_with_their_nodes():
+    nodes = [
+        helper.make_node("FancyOp", ["x"], ["a"], name="first", domain="com.example"),
+        helper.make_node("FancyOp", ["a"], ["b"], name="second", domain="com.example"),
+        helper.make_node("Relu", ["b"], ["y"]),
+    ]
+    g = helper.make_graph(nodes, "g", [vi("x", [2])], [vi("y", [2])])
+    model = helper.make_model(
+        g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)]
+    )
+    with pytest.raises(UnsupportedOpError, match=r"FancyOp.*'first', 'second'"):
+        zeroskip.load(model)
+
+
+def test_unsupported_attribute_names_the_node():
+    nodes = [helper.make_node("Relu", ["x"], ["y"], name="r1", bogus=3)]
+    model = make(nodes, [vi("x", [2])], [vi("y", [2])])
+    with pytest.raises(ModelError, match=r"bogus.*r1"):
+        zeroskip.load(model)
+
+
+def test_bad_feeds(rng):
+    s = zeroskip.load(mlp_model(rng))
+    x = rng.standard_normal((2, 8)).astype(np.float32)
+    with pytest.raises(InputError, match=r"missing input\(s\) \['x'\]"):
+        s.run({})
+    with pytest.raises(InputError, match="unknown input"):
+        s.run({"x": x, "z": x})
+    with pytest.raises(InputError, match="dtype float64"):
+        s.run({"x": x.astype(np.float64)})
+    with pytest.raises(InputError, match="rank 1"):
+        s.run({"x": x[0]})
+    with pytest.raises(InputError, match="dimension 1 is 7"):
+        s.run({"x": x[:, :7]})
+    with pytest.raises(InputError, match="mapping"):
+        s.run([x])
+
+
+def test_runtime_failure_names_the_node(rng):
+    w = numpy_helper.from_array(rng.standard_normal((8, 4)).astype(np.float32), "w")
+    model = make(
+        [helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")],
+        [vi("x", ["b", "k"])],
+        [vi("y", ["b", 4])],
+        [w],
+    )
+    s = zeroskip.load(model)
+    with pytest.raises(InputError, match=r"node 'mm' \(MatMul\)"):
+        s.run({"x": np.ones((2, 5), np.float32)})
+    np.testing.assert_allclose(
+        s.run({"x": np.ones((2, 8), np.float32)})["y"], np.ones((2, 8)) @ numpy_helper.to_array(w), rtol=1e-5
+    )
+
+
+def test_torch_in_torch_out(rng):
+    model = mlp_model(rng)
+    s = zeroskip.load(model)
+    x = torch.from_numpy(rng.standard_normal((3, 8)).astype(np.float32))
+    y = s.run({"x": x}, return_torch=True)["y"]
+    assert isinstance(y, torch.Tensor)
+    np.testing.assert_allclose(y.numpy(), reference(model, {"x": x.numpy()})[0], rtol=1e-5, atol=1e-5)
+
+
+def test_inference_session_api(tmp_path, rng):
+    model = mlp_model(rng)
+    path = tmp_path / "m.onnx"
+    onnx.save_model(model, path)
+    opts = zeroskip.SessionOptions()
+    opts.intra_op_num_threads = 1
+    s = zeroskip.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    (i,) = s.get_inputs()
+    (o,) = s.get_outputs()
+    assert (i.name, i.type, i.shape) == ("x", "tensor(float)", ["batch", 8])
+    assert (o.name, o.type, o.shape) == ("y", "tensor(float)", ["batch", 4])
+    x = rng.standard_normal((2, 8)).astype(np.float32)
+    (y,) = s.run(None, {"x": x})
+    (y2,) = s.run(["y"], {"x": x})
+    np.testing.assert_allclose(y, reference(model, {"x": x})[0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(y, y2)
+    with pytest.raises(InputError, match="unknown output"):
+        s.run(["nope"], {"x": x})
+    with pytest.raises(InputError, match="CUDAExecutionProvider"):
+        zeroskip.InferenceSession(str(path), providers=["CUDAExecutionProvider"])
+
+
+def test_runtime_module_and_session_info(rng):
+    from zeroskip import runtime
+
+    s = runtime.load(mlp_model(rng))
+    assert [(v.name, v.dtype, v.shape) for v in s.inputs] == [("x", np.dtype(np.float32), ("batch", 8))]
+    assert [(v.name, v.shape) for v in s.outputs] == [("y", ("batch", 4))]
+
+
+def test_concurrent_runs_match_serial(rng):
+    model = mlp_model(rng)
+    s = zeroskip.load(model)
+    xs = [rng.standard_normal((b, 8)).astype(np.float32) for b in (1, 2, 3, 4) * 5]
+    serial = [s.run({"x": x})["y"] for x in xs]
+    results: dict[int, np.ndarray] = {}
+
+    def work(k: int) -> None:
+        for j in range(k, len(xs), 4):
+            results[j] = s.run({"x": xs[j]})["y"]
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for j, want in enumerate(serial):
+        np.testing.assert_array_equal(results[j], want)
+
+
+def test_graph_outputs_that_are_inputs_or_constants_are_copies():
+    c = numpy_helper.from_array(np.float32([1, 2]), "c")
+    nodes = [helper.make_node("Identity", ["x"], ["y"]), helper.make_node("Identity", ["c"], ["z"])]
+    model = make(nodes, [vi("x", [2])], [vi("y", [2]), vi("z", [2])], [c])
+    s = zeroskip.load(model)
+    x = np.float32([5, 6])
+    for _ in range(2):
+        out = s.run({"x": x})
+        out["y"][:] = 0
+        out["z"][:] = 0
+    np.testing.assert_array_equal(x, [5, 6])
+    np.testing.assert_array_equal(s.run({"x": x})["z"], [1, 2])
+
+
+def test_cycle_is_a_model_error():
+    nodes = [helper.make_node("Relu", ["b"], ["a"]), helper.make_node("Relu", ["a"], ["b"])]
+    g = helper.make_graph(nodes, "g", [vi("x", [2])], [vi("b", [2])])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(ModelError):
+        zeroskip.load(model.SerializeToString())
+
+
+def test_path_objects_and_strings(tmp_path, rng):
+    model = mlp_model(rng)
+    p = Path(tmp_path) / "m.onnx"
+    onnx.save_model(model, p)
+    x = rng.standard_normal((1, 8)).astype(np.float32)
+    a = zeroskip.load(p).run({"x": x})["y"]
+    b = zeroskip.load(str(p)).run({"x": x})["y"]
+    np.testing.assert_array_equal(a, b)
