@@ -32,6 +32,7 @@ import torch
 from zeroskip import ops
 from zeroskip.errors import InputError, ModelError, UnsupportedOpError, ZeroskipError
 from zeroskip.ir import Graph, Node, Value, fold_batchnorm, fold_constants, remove_dead_nodes
+from zeroskip.ir.fusion import fuse
 
 __all__ = ["Program", "evaluate_node", "optimize"]
 
@@ -136,6 +137,7 @@ def optimize(g: Graph) -> dict[str, int]:
     stats = {"folded": fold_constants(g, lambda n, a: evaluate_node(g, n, a))}
     stats["bn_folded"] = fold_batchnorm(g)
     stats["dead"] = remove_dead_nodes(g)
+    stats.update(fuse(g))
     return stats
 
 

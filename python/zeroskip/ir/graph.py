@@ -51,8 +51,11 @@ class Node:
     inputs: list[Value | None]
     outputs: list[Value | None]
     attrs: dict[str, Any] = field(default_factory=dict)
+    fused_from: list[str] = field(default_factory=list)  # op types a fusion replaced with this node
 
     def describe(self) -> str:
+        if self.fused_from:
+            return f"node '{self.name}' ({'+'.join(self.fused_from)}, fused into {self.op_type})"
         return f"node '{self.name}' ({self.op_type})"
 
 

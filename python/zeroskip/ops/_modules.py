@@ -2,4 +2,4 @@
 
 from __future__ import annotations
 
-from zeroskip.ops import elementwise, nn, reduce, tensor  # noqa: F401
+from zeroskip.ops import elementwise, fused, nn, reduce, tensor  # noqa: F401

@@ -1,0 +1,238 @@
+"""Pattern fusions at load: fewer, larger steps (ORT does the same in its graph transformers).
+
+- MatMul(x, W) [+ Add(bias)] [+ Relu], with W a constant 2-D weight, and Gemm(x, W, c) [+ Relu]
+  become `zeroskip::Linear(x, Wt, bias, activation)`: the weight is stored transposed, N x K, once
+  at load: the orientation both torch's linear and the sparse kernels (y^T = Wt x^T) want.
+- The exported erf and tanh GELU chains (5 and 9 elementwise nodes) become `zeroskip::Gelu`.
+
+A chain is fused only when its intermediate values feed nothing else and are not graph outputs.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from zeroskip.ir.graph import Graph, Node, Value
+
+__all__ = ["DOMAIN", "fuse"]
+
+DOMAIN = "zeroskip"
+
+
+class _Index:
+    def __init__(self, g: Graph):
+        self.users: dict[int, list[Node]] = g.consumers()
+        self.outputs = {id(v) for v in g.outputs}
+
+    def only_use(self, v: Value | None) -> Node | None:
+        """The single node reading `v`, if `v` is a private intermediate."""
+        if v is None or id(v) in self.outputs:
+            return None
+        users = self.users.get(id(v), [])
+        return users[0] if len(users) == 1 else None
+
+    def private_producer(self, v: Value | None, op: str) -> Node | None:
+        """The node producing `v` if it is an `op` whose output only feeds one node."""
+        if v is None or v.producer is None or v.producer.op_type != op or v.producer.domain != "":
+            return None
+        n = v.producer
+        if len(n.outputs) != 1 or self.only_use(v) is None:
+            return None
+        return n
+
+
+def _scalar(v: Value | None) -> float | None:
+    if v is None or not v.is_const:
+        return None
+    a = v.dense()
+    if a.size != 1 or a.dtype.kind != "f":
+        return None
+    return float(a.reshape(()))
+
+
+def _near(a: float | None, b: float) -> bool:
+    return a is not None and abs(a - b) <= 1e-4 * abs(b)
+
+
+def _other(n: Node, v: Value) -> Value | None:
+    """The other input of a binary node that reads `v`."""
+    a, b = n.inputs[0], n.inputs[1]
+    if a is v:
+        return b
+    if b is v:
+        return a
+    return None
+
+
+def _const_other(n: Node, want: float) -> Value | None:
+    """If `n` is binary with one constant input equal to `want`, the non-constant input."""
+    a, b = n.inputs[0], n.inputs[1]
+    if _near(_scalar(b), want):
+        return a
+    if _near(_scalar(a), want):
+        return b
+    return None
+
+
+def fuse(g: Graph) -> dict[str, int]:
+    counts = {"linear": 0, "gelu": 0}
+    counts["gelu"] = _fuse_gelu(g)
+    counts["linear"] = _fuse_linear(g)
+    return counts
+
+
+def _replace(g: Graph, dead: list[Node], new: Node) -> None:
+    """Put `new` where the last of `dead` was; it produces the last node's output."""
+    ids = {id(n) for n in dead}
+    out: list[Node] = []
+    last = dead[-1]
+    for n in g.nodes:
+        if n is last:
+            out.append(new)
+        elif id(n) not in ids:
+            out.append(n)
+    for y in new.outputs:
+        if y is not None:
+            y.producer = new
+    g.nodes = out
+    g.opset.setdefault(DOMAIN, 1)
+
+
+def _fuse_gelu(g: Graph) -> int:
+    fused = 0
+    for n in list(g.nodes):
+        if n.op_type != "Mul" or n.domain != "" or n not in g.nodes:
+            continue
+        idx = _Index(g)
+        chain = _match_gelu_erf(idx, n) or _match_gelu_tanh(idx, n)
+        if chain is None:
+            continue
+        x, approx, nodes = chain
+        new = Node(nodes[0].name, "Gelu", DOMAIN, [x], [n.outputs[0]], {"approximate": approx})
+        new.fused_from = [m.op_type for m in nodes]
+        _replace(g, nodes, new)
+        fused += 1
+    return fused
+
+
+def _match_gelu_erf(idx: _Index, last: Node) -> tuple[Value, str, list[Node]] | None:
+    # Mul(Mul(x, Add(Erf(Div(x, sqrt2)), 1)), 0.5), any operand order.
+    p = _const_other(last, 0.5)
+    m1 = idx.private_producer(p, "Mul")
+    if m1 is None:
+        return None
+    for x, a in ((m1.inputs[0], m1.inputs[1]), (m1.inputs[1], m1.inputs[0])):
+        add = idx.private_producer(a, "Add")
+        e = _const_other(add, 1.0) if add else None
+        erf = idx.private_producer(e, "Erf")
+        d = idx.private_producer(erf.inputs[0], "Div") if erf else None
+        if d is not None and d.inputs[0] is x and _near(_scalar(d.inputs[1]), math.sqrt(2.0)):
+            return x, "none", [d, erf, add, m1, last]
+        mm = idx.private_producer(erf.inputs[0], "Mul") if erf else None
+        if mm is not None and _const_other(mm, 1 / math.sqrt(2.0)) is x:
+            return x, "none", [mm, erf, add, m1, last]
+    return None
+
+
+def _match_gelu_tanh(idx: _Index, last: Node) -> tuple[Value, str, list[Node]] | None:
+    # Mul(0.5, Mul(x, Add(1, Tanh(Mul(c, Add(x, Mul(0.044715, x^3)))))))
+    p = _const_other(last, 0.5)
+    m1 = idx.private_producer(p, "Mul")
+    if m1 is None:
+        return None
+    for x, a in ((m1.inputs[0], m1.inputs[1]), (m1.inputs[1], m1.inputs[0])):
+        add1 = idx.private_producer(a, "Add")
+        t = idx.private_producer(_const_other(add1, 1.0), "Tanh") if add1 else None
+        sm = idx.private_producer(t.inputs[0], "Mul") if t else None
+        b = idx.private_producer(_const_other(sm, math.sqrt(2 / math.pi)), "Add") if sm else None
+        if b is None:
+            continue
+        cm = idx.private_producer(_other(b, x), "Mul")
+        x3v = _const_other(cm, 0.044715) if cm else None
+        cube = _cube_of(idx, x3v, x)
+        if cube is not None:
+            return x, "tanh", [*cube, cm, b, sm, t, add1, m1, last]
+    return None
+
+
+def _cube_of(idx: _Index, v: Value | None, x: Value) -> list[Node] | None:
+    pw = idx.private_producer(v, "Pow")
+    if pw is not None and pw.inputs[0] is x and _near(_scalar(pw.inputs[1]), 3.0):
+        return [pw]
+    m = idx.private_producer(v, "Mul")
+    if m is None:
+        return None
+    sq = idx.private_producer(_other(m, x), "Mul")
+    if sq is not None and sq.inputs[0] is x and sq.inputs[1] is x:
+        return [sq, m]
+    return None
+
+
+def _weight(v: Value | None) -> np.ndarray | None:
+    if v is None or not v.is_const:
+        return None
+    w = v.dense()
+    return w if w.ndim == 2 and w.dtype.kind == "f" else None
+
+
+def _is_bias(b: np.ndarray, n: int) -> bool:
+    """A bias that broadcasts along the output features only: shape (n,), (1, n), (1, 1, n)..."""
+    return b.size == n and b.shape[-1:] == (n,)
+
+
+def _fuse_linear(g: Graph) -> int:
+    fused = 0
+    for n in list(g.nodes):
+        if n.domain != "" or n not in g.nodes or n.op_type not in ("MatMul", "Gemm"):
+            continue
+        idx = _Index(g)
+        x, wv = n.inputs[0], n.inputs[1]
+        w = _weight(wv)
+        if w is None or x is None:
+            continue
+        nodes = [n]
+        bias: np.ndarray | None = None
+        if n.op_type == "Gemm":
+            a = n.attrs
+            if a.get("transA", 0) or a.get("alpha", 1.0) != 1.0:
+                continue
+            wt = w if a.get("transB", 0) else w.T
+            c = n.inputs[2] if len(n.inputs) > 2 else None
+            if c is not None:
+                if not c.is_const or a.get("beta", 1.0) != 1.0 or not _is_bias(c.dense(), wt.shape[0]):
+                    continue
+                bias = c.dense()
+        else:
+            wt = w.T
+        y = n.outputs[0]
+        n_out = wt.shape[0]
+        add = idx.only_use(y)
+        if bias is None and add is not None and add.op_type == "Add" and add.domain == "":
+            b = _other(add, y)
+            if b is not None and b.is_const and b.dense().dtype == w.dtype:
+                bd = b.dense()
+                if _is_bias(bd, n_out) and (x.shape is None or bd.ndim <= len(x.shape)):
+                    bias = bd
+                    nodes.append(add)
+                    y = add.outputs[0]
+        if bias is not None:
+            bias = np.ascontiguousarray(bias.astype(w.dtype).reshape(n_out))
+        act = ""
+        relu = idx.only_use(y)
+        if relu is not None and relu.op_type == "Relu" and relu.domain == "":
+            act = "relu"
+            nodes.append(relu)
+            y = relu.outputs[0]
+        wt_v = Value(f"{wv.name}.T", dtype=wv.dtype, shape=tuple(wt.shape), const=np.ascontiguousarray(wt))
+        if wv.sparse is not None:  # keep a sparse initializer sparse, in the new orientation
+            wt_v.sparse = type(wv.sparse).from_dense(wt_v.const)
+        inputs: list[Value | None] = [x, wt_v]
+        if bias is not None:
+            inputs.append(Value(f"{n.name}.bias", dtype=wv.dtype, shape=bias.shape, const=bias))
+        new = Node(n.name, "Linear", DOMAIN, inputs, [y], {"activation": act} if act else {})
+        new.fused_from = [m.op_type for m in nodes]
+        _replace(g, nodes, new)
+        fused += 1
+    return fused

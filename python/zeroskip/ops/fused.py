@@ -1,0 +1,41 @@
+"""zeroskip's own fused ops (domain "zeroskip"), produced by `ir.fusion` at load."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from zeroskip.ops._registry import register
+
+DOMAIN = "zeroskip"
+
+
+def _linear_out(
+    out: torch.Tensor, x: torch.Tensor, wt: torch.Tensor, bias=None, activation: str = ""
+) -> None:
+    o2 = out.view(-1, wt.shape[0])
+    x2 = x.reshape(-1, wt.shape[1])
+    if bias is None:
+        torch.mm(x2, wt.t(), out=o2)
+    else:
+        torch.addmm(bias, x2, wt.t(), out=o2)
+    if activation:
+        o2.clamp_(min=0)
+
+
+@register("Linear", since=1, domain=DOMAIN, out=_linear_out, fresh=True)
+def Linear(x: torch.Tensor, wt: torch.Tensor, bias=None, activation: str = "") -> torch.Tensor:
+    """y = act(x @ wt.T + bias): MatMul/Gemm (+Add) (+Relu) with the weight stored N x K."""
+    y = F.linear(x, wt, bias)
+    if activation:
+        y.relu_()
+    return y
+
+
+def _gelu_out(out: torch.Tensor, x: torch.Tensor, approximate: str = "none") -> None:
+    torch.ops.aten.gelu.out(x, approximate=approximate, out=out)
+
+
+@register("Gelu", since=1, domain=DOMAIN, out=_gelu_out, fresh=True)
+def Gelu(x: torch.Tensor, approximate: str = "none") -> torch.Tensor:
+    return F.gelu(x, approximate=approximate)
