@@ -213,7 +213,7 @@ class Program:
     def run(self, feeds: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """Run on tensors given in graph-input order (already checked by the session)."""
         key = tuple((tuple(t.shape), t.dtype) for t in feeds)
-        with self._lock:
+        with self._lock, torch.inference_mode():
             plan = self._plans.get(key)
             if plan is not None:
                 self._plans.move_to_end(key)
@@ -279,8 +279,9 @@ def _node_error(st: Step, e: Exception, env: Mapping[int, Any]) -> ZeroskipError
         t = env.get(vid) if vid is not None else None
         shapes.append("None" if t is None else f"{tuple(t.shape)} {str(t.dtype).replace('torch.', '')}")
     msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    where = f" on inputs [{', '.join(shapes)}]" if env else ""
     return InputError(
-        f"{st.node.describe()} failed on inputs [{', '.join(shapes)}]: {msg}. "
+        f"{st.node.describe()} failed{where}: {msg}. "
         "Check that the model's inputs have the shapes and dtypes it was exported for."
     )
 

@@ -93,7 +93,12 @@ class Session:
         self.inputs = [_info(v) for v in graph.inputs]
         self.outputs = [_info(v) for v in graph.outputs]
         self._input_torch_dtypes = [self._torch_dtype(i) for i in self.inputs]
-        self._index = {i.name: k for k, i in enumerate(self.inputs)}
+        self._names = [i.name for i in self.inputs]
+        # Per input: None when the rank is unknown, else the (axis, size) pairs that are fixed.
+        self._static_dims = [
+            None if i.shape is None else [(d, s) for d, s in enumerate(i.shape) if isinstance(s, int)]
+            for i in self.inputs
+        ]
 
     def _torch_dtype(self, info: ValueInfo) -> Any:
         if info.dtype is None:
@@ -103,8 +108,7 @@ class Session:
     def run(self, feeds: Mapping[str, Any], *, return_torch: bool = False) -> dict[str, Any]:
         """Run the model. Inputs: numpy arrays or torch tensors, by input name."""
         tensors = self._feeds(feeds)
-        with self._torch.inference_mode():
-            outs = self.program.run(tensors)
+        outs = self.program.run(tensors)
         names = [o.name for o in self.outputs]
         if return_torch:
             return dict(zip(names, outs))
@@ -113,22 +117,24 @@ class Session:
     __call__ = run
 
     def _feeds(self, feeds: Mapping[str, Any]) -> list[Any]:
+        """Check and convert the feeds; numpy arrays are shared with torch, not copied."""
         torch = self._torch
-        if not isinstance(feeds, Mapping):
-            raise InputError(f"feeds must be a mapping of input name to array, not {type(feeds).__name__}")
-        extra = sorted(set(feeds) - set(self._index))
-        missing = [i.name for i in self.inputs if i.name not in feeds]
-        if missing or extra:
-            parts = []
-            if missing:
-                parts.append(f"missing input(s) {missing}")
-            if extra:
-                parts.append(f"unknown input(s) {extra}")
-            raise InputError(f"{'; '.join(parts)}; the model takes {[i.name for i in self.inputs]}")
+        try:
+            given = [feeds[n] for n in self._names]
+            if len(feeds) != len(given):
+                raise KeyError
+        except (KeyError, TypeError):
+            self._feed_names_error(feeds)
         out = []
-        for info, tdt in zip(self.inputs, self._input_torch_dtypes):
-            x = feeds[info.name]
-            if isinstance(x, torch.Tensor):
+        for x, info, tdt, static in zip(given, self.inputs, self._input_torch_dtypes, self._static_dims):
+            if type(x) is np.ndarray:
+                if not x.flags.writeable or x.dtype.byteorder == ">" or any(s < 0 for s in x.strides):
+                    x = np.array(x, copy=True, order="C")
+                try:
+                    t = torch.from_numpy(x)
+                except TypeError as e:
+                    raise InputError(f"input '{info.name}': {x.dtype} arrays are not supported") from e
+            elif isinstance(x, torch.Tensor):
                 t = x.detach()
                 if t.device.type != "cpu":
                     raise InputError(f"input '{info.name}' is on {t.device}; this session runs on cpu")
@@ -136,28 +142,39 @@ class Session:
                 a = np.asarray(x)
                 if a.dtype == object or a.dtype.kind in "USV":
                     raise InputError(f"input '{info.name}': {a.dtype} arrays are not supported")
-                if not a.flags.writeable or any(s < 0 for s in a.strides) or a.dtype.byteorder == ">":
-                    a = np.array(a, copy=True, order="C")
-                t = torch.from_numpy(a)
+                t = torch.from_numpy(np.array(a, copy=True, order="C"))
             if tdt is not None and t.dtype != tdt:
                 raise InputError(
                     f"input '{info.name}': dtype {str(t.dtype).replace('torch.', '')}, the model expects "
                     f"{info.dtype}; convert it with .astype(np.{info.dtype})"
                 )
-            if info.shape is not None:
-                if t.dim() != len(info.shape):
+            if static is not None:
+                shape = t.shape
+                if len(shape) != len(info.shape):
                     raise InputError(
-                        f"input '{info.name}': rank {t.dim()} (shape {tuple(t.shape)}), the model expects "
+                        f"input '{info.name}': rank {t.dim()} (shape {tuple(shape)}), the model expects "
                         f"rank {len(info.shape)} {_fmt_shape(info.shape)}"
                     )
-                for d, (have, want) in enumerate(zip(t.shape, info.shape)):
-                    if isinstance(want, int) and have != want:
+                for d, want in static:
+                    if shape[d] != want:
                         raise InputError(
-                            f"input '{info.name}': dimension {d} is {have}, the model expects {want} "
+                            f"input '{info.name}': dimension {d} is {shape[d]}, the model expects {want} "
                             f"(shape {_fmt_shape(info.shape)})"
                         )
             out.append(t)
         return out
+
+    def _feed_names_error(self, feeds: Any) -> None:
+        if not isinstance(feeds, Mapping):
+            raise InputError(f"feeds must be a mapping of input name to array, not {type(feeds).__name__}")
+        extra = sorted(set(feeds) - set(self._names))
+        missing = [n for n in self._names if n not in feeds]
+        parts = []
+        if missing:
+            parts.append(f"missing input(s) {missing}")
+        if extra:
+            parts.append(f"unknown input(s) {extra}")
+        raise InputError(f"{'; '.join(parts)}; the model takes {self._names}")
 
 
 def _fmt_shape(shape: Sequence[Any]) -> str:
