@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["numpy_dtype", "onnx_name", "torch_dtype"]
+__all__ = ["from_torch", "numpy_dtype", "onnx_name", "to_torch", "torch_dtype"]
 
 # ONNX TensorProto.DataType codes (stable across onnx releases).
 _NUMPY = {
@@ -49,9 +49,31 @@ def onnx_name(code: int) -> str:
 
 
 def numpy_dtype(code: int) -> np.dtype[Any]:
+    if code == 16:
+        import ml_dtypes  # ships with onnx
+
+        return np.dtype(ml_dtypes.bfloat16)
     if code not in _NUMPY:
         raise KeyError(code)
     return np.dtype(_NUMPY[code])
+
+
+def to_torch(a: np.ndarray) -> Any:
+    """numpy -> torch without a copy; bfloat16 (ml_dtypes) travels as its bits."""
+    import torch
+
+    if a.dtype.name == "bfloat16":
+        return torch.from_numpy(a.view(np.uint16)).view(torch.bfloat16)
+    return torch.from_numpy(a)
+
+
+def from_torch(t: Any) -> np.ndarray:
+    """torch (CPU) -> numpy without a copy; bfloat16 comes back as ml_dtypes.bfloat16."""
+    import torch
+
+    if t.dtype == torch.bfloat16:
+        return t.view(torch.uint16).numpy().view(numpy_dtype(16))
+    return t.numpy()
 
 
 def torch_dtype(code: int) -> Any:

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from zeroskip import ops
+from zeroskip.dtypes import from_torch, to_torch
 from zeroskip.errors import InputError, ModelError, UnsupportedOpError, ZeroskipError
 from zeroskip.ir import Graph, Node, Value, fold_batchnorm, fold_constants, remove_dead_nodes
 from zeroskip.ir.fusion import fuse
@@ -42,7 +43,7 @@ _MAX_SIGNATURES = 32
 def _to_torch(a: np.ndarray) -> torch.Tensor:
     if not a.flags.writeable or not a.flags.c_contiguous or a.dtype.byteorder == ">":
         a = np.array(a, order="C", dtype=a.dtype.newbyteorder("="))  # keeps 0-d arrays 0-d
-    return torch.from_numpy(a)
+    return to_torch(a)
 
 
 def _py(t: torch.Tensor | None) -> Any:
@@ -128,7 +129,7 @@ def evaluate_node(g: Graph, n: Node, args: list[np.ndarray | None]) -> list[np.n
         raise
     except Exception as e:
         raise ModelError(f"{n.describe()}: fails on its constant inputs: {e}") from e
-    return [r.detach().numpy().copy() if isinstance(r, torch.Tensor) else np.asarray(r) for r in res]
+    return [from_torch(r.detach()).copy() if isinstance(r, torch.Tensor) else np.asarray(r) for r in res]
 
 
 def optimize(g: Graph) -> dict[str, int]:

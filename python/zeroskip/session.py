@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from zeroskip.dtypes import from_torch, to_torch
 from zeroskip.errors import InputError, ModelError
 
 __all__ = ["InferenceSession", "NodeArg", "Session", "SessionOptions", "ValueInfo", "load"]
@@ -103,7 +104,7 @@ class Session:
     def _torch_dtype(self, info: ValueInfo) -> Any:
         if info.dtype is None:
             return None
-        return self._torch.from_numpy(np.zeros(0, dtype=info.dtype)).dtype
+        return to_torch(np.zeros(0, dtype=info.dtype)).dtype
 
     def run(self, feeds: Mapping[str, Any], *, return_torch: bool = False) -> dict[str, Any]:
         """Run the model. Inputs: numpy arrays or torch tensors, by input name."""
@@ -112,7 +113,7 @@ class Session:
         names = [o.name for o in self.outputs]
         if return_torch:
             return dict(zip(names, outs))
-        return {n: o.numpy() for n, o in zip(names, outs)}
+        return {n: from_torch(o) for n, o in zip(names, outs)}
 
     __call__ = run
 
@@ -131,7 +132,7 @@ class Session:
                 if not x.flags.writeable or x.dtype.byteorder == ">" or any(s < 0 for s in x.strides):
                     x = np.array(x, copy=True, order="C")
                 try:
-                    t = torch.from_numpy(x)
+                    t = to_torch(x)
                 except TypeError as e:
                     raise InputError(f"input '{info.name}': {x.dtype} arrays are not supported") from e
             elif isinstance(x, torch.Tensor):
