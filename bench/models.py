@@ -119,8 +119,15 @@ def rel_err(got: list[np.ndarray], ref: list[np.ndarray]) -> float:
     return worst
 
 
-def measure(engines: list[Engine], budget: float, min_rounds: int, max_rounds: int) -> int:
-    """Interleaved rounds, every call timed on its own; returns the number of rounds."""
+def measure(
+    engines: list[Engine], budget: float, min_rounds: int, max_rounds: int, settle: float = 0.0
+) -> int:
+    """Interleaved rounds, every call timed on its own; returns the number of rounds.
+
+    `settle` seconds of sleep before each burst let the previous engine's idle worker threads stop
+    spinning (libgomp and onnxruntime both spin for a while after a parallel region); otherwise one
+    engine's spinning workers steal the core the next engine's threads need.
+    """
     for e in engines:
         e.burst = max(1, min(100, round(0.02 / max(e.est, 1e-9))))
     per_round = sum(e.burst * e.est for e in engines)
@@ -132,6 +139,8 @@ def measure(engines: list[Engine], budget: float, min_rounds: int, max_rounds: i
             for j in range(len(engines)):
                 e = engines[(r + j) % len(engines)]
                 fn, samples = e.fn, e.samples
+                if settle:
+                    time.sleep(settle)
                 for _ in range(e.burst):
                     t0 = time.perf_counter()
                     fn()
@@ -160,7 +169,7 @@ def run_case(
             e.fn()
             t.append(time.perf_counter() - t0)
         e.est = float(np.median(t))
-    rounds = measure(engines, args.budget, args.min_rounds, args.max_rounds)
+    rounds = measure(engines, args.budget, args.min_rounds, args.max_rounds, args.settle)
     ref = engines[1].fn()
     for e in engines:  # again on a call after timing: catches results that go wrong only sometimes
         errs[e.name] = max(errs[e.name], rel_err(e.fn(), ref))
@@ -262,6 +271,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--no-ort-spinning",
         action="store_true",
         help="onnxruntime's idle workers sleep instead of spinning (session.intra_op.allow_spinning=0)",
+    )
+    p.add_argument(
+        "--settle",
+        type=float,
+        default=0.02,
+        help="seconds to sleep before each engine's burst so the previous engine's workers stop spinning",
     )
     p.add_argument("--seed", type=int, default=0, help="seed for the inputs")
     p.add_argument("--json", metavar="PATH", help="also write machine info and every row here")

@@ -152,8 +152,17 @@ class _Signature:
 class Program:
     """A loaded graph ready to run: constants in torch, ops bound; one compiled plan per signature."""
 
-    def __init__(self, g: Graph, impls: Mapping[str, Callable[..., Any]] | None = None):
+    def __init__(
+        self,
+        g: Graph,
+        impls: Mapping[str, Callable[..., Any]] | None = None,
+        *,
+        min_buffer_bytes: int = 64 << 10,
+    ):
         self.graph = g
+        # Outputs smaller than this are left to the allocator: a small malloc costs less than the
+        # out= call's extra Python and shape checks.
+        self.min_buffer_bytes = min_buffer_bytes
         opdefs = _resolve(g)
         self._ids: dict[int, int] = {}
         self.values: list[Value] = []
@@ -194,6 +203,7 @@ class Program:
                 )
             )
         self.input_ids = [self._vid(v) for v in g.inputs]
+        self._untyped_inputs = any(v.dtype is None for v in g.inputs)
         self.output_ids = []
         for v in g.outputs:
             vid = self._vid(v)
@@ -211,13 +221,19 @@ class Program:
         return vid
 
     # -- running -----------------------------------------------------------------------------
-    def run(self, feeds: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        """Run on tensors given in graph-input order (already checked by the session)."""
-        key = tuple((tuple(t.shape), t.dtype) for t in feeds)
-        with self._lock, torch.inference_mode():
+    def run(self, feeds: Sequence[torch.Tensor], key: Any = None) -> list[torch.Tensor]:
+        """Run on tensors given in graph-input order (already checked by the session).
+
+        `key` identifies the signature (input shapes and dtypes); the session passes one it built
+        cheaply from its inputs. No autograd state is touched: no tensor here requires grad.
+        """
+        if key is None:
+            key = tuple(tuple(t.shape) for t in feeds)
+            if self._untyped_inputs:  # the session does not pin these dtypes: they join the key
+                key = (*key, *(t.dtype for t in feeds))
+        with self._lock:
             plan = self._plans.get(key)
             if plan is not None:
-                self._plans.move_to_end(key)
                 return plan(feeds)
             outs, sig = self._trace(feeds)
             plan = self._plans[key] = Plan(self, sig)
@@ -226,7 +242,10 @@ class Program:
             return [o.clone() if c else o for o, c in zip(outs, plan.copied_outputs)]
 
     def plan_for(self, feeds: Sequence[torch.Tensor]) -> Plan | None:
-        return self._plans.get(tuple((tuple(t.shape), t.dtype) for t in feeds))
+        for key, plan in self._plans.items():
+            if all(k == tuple(t.shape) for k, t in zip(key, feeds)):
+                return plan
+        return None
 
     def _trace(self, feeds: Sequence[torch.Tensor]) -> tuple[list[torch.Tensor], _Signature]:
         """Interpret the graph once, recording shapes and which values this signature fixes."""
@@ -287,6 +306,10 @@ def _node_error(st: Step, e: Exception, env: Mapping[int, Any]) -> ZeroskipError
     )
 
 
+def _nbytes(sig: _Signature, vid: int) -> int:
+    return int(np.prod(sig.shapes[vid], dtype=np.int64)) * sig.dtypes[vid].itemsize
+
+
 class Plan:
     """Straight-line code for one signature; `source` shows it."""
 
@@ -335,6 +358,7 @@ class Plan:
                 and st.opdef.out_fn is not None
                 and st.fn is st.opdef.fn
                 and st.outputs[0] in sig.shapes
+                and _nbytes(sig, st.outputs[0]) >= prog.min_buffer_bytes
             )
             for st in live_steps
         }

@@ -71,9 +71,10 @@ class Session:
         if device not in _DEVICES:
             raise InputError(f"device '{device}' is not available; choose one of {list(_DEVICES)}")
         self.options = dict(options or {})
-        unknown = sorted(set(self.options) - {"optimize"})
+        known = {"optimize", "min_buffer_bytes"}
+        unknown = sorted(set(self.options) - known)
         if unknown:
-            raise InputError(f"unknown option(s) {unknown}; known: ['optimize']")
+            raise InputError(f"unknown option(s) {unknown}; known: {sorted(known)}")
         import torch
 
         from zeroskip import kernels
@@ -90,7 +91,7 @@ class Session:
         graph = to_graph(proto)
         self.stats = optimize(graph) if self.options.get("optimize", True) else {}
         self.graph = graph
-        self.program = Program(graph)
+        self.program = Program(graph, min_buffer_bytes=int(self.options.get("min_buffer_bytes", 64 << 10)))
         self.inputs = [_info(v) for v in graph.inputs]
         self.outputs = [_info(v) for v in graph.outputs]
         self._input_torch_dtypes = [self._torch_dtype(i) for i in self.inputs]
@@ -100,6 +101,16 @@ class Session:
             None if i.shape is None else [(d, s) for d, s in enumerate(i.shape) if isinstance(s, int)]
             for i in self.inputs
         ]
+        self._out_names = [o.name for o in self.outputs]
+        # For _fast_feeds: numpy builtin dtypes are singletons, so `is` compares them.
+        self._fast_spec = [
+            (
+                i.name,
+                i.dtype if i.dtype is not None and i.dtype.name != "bfloat16" else object(),
+                None if i.shape is None else (len(i.shape), static),
+            )
+            for i, static in zip(self.inputs, self._static_dims)
+        ]
 
     def _torch_dtype(self, info: ValueInfo) -> Any:
         if info.dtype is None:
@@ -108,14 +119,42 @@ class Session:
 
     def run(self, feeds: Mapping[str, Any], *, return_torch: bool = False) -> dict[str, Any]:
         """Run the model. Inputs: numpy arrays or torch tensors, by input name."""
-        tensors = self._feeds(feeds)
-        outs = self.program.run(tensors)
-        names = [o.name for o in self.outputs]
+        tensors, key = self._fast_feeds(feeds)
+        if tensors is None:
+            tensors = self._feeds(feeds)
+            key = None
+        outs = self.program.run(tensors, key)
         if return_torch:
-            return dict(zip(names, outs))
-        return {n: from_torch(o) for n, o in zip(names, outs)}
+            return dict(zip(self._out_names, outs))
+        return {n: from_torch(o) for n, o in zip(self._out_names, outs)}
 
     __call__ = run
+
+    def _fast_feeds(self, feeds: Any) -> tuple[list[Any] | None, Any]:
+        """The common case, checked cheaply: C-contiguous numpy arrays of the expected dtypes and
+        fixed dims. Returns (None, None) for anything else, which `_feeds` then checks in full."""
+        if type(feeds) is not dict or len(feeds) != len(self._names):
+            return None, None
+        out, key = [], []
+        from_numpy = self._torch.from_numpy
+        for name, want, static in self._fast_spec:
+            x = feeds.get(name)
+            if (
+                type(x) is not np.ndarray
+                or x.dtype is not want
+                or not x.flags.c_contiguous
+                or not x.flags.writeable
+            ):
+                return None, None
+            shape = x.shape
+            if static is None or len(shape) != static[0]:
+                return None, None
+            for d, size in static[1]:
+                if shape[d] != size:
+                    return None, None
+            out.append(from_numpy(x))
+            key.append(shape)
+        return out, tuple(key)
 
     def _feeds(self, feeds: Mapping[str, Any]) -> list[Any]:
         """Check and convert the feeds; numpy arrays are shared with torch, not copied."""
