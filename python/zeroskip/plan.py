@@ -255,6 +255,8 @@ class Program:
         for vid, t in zip(self.input_ids, feeds):
             env[vid] = t
             static_shape.add(vid)
+            sig.shapes[vid] = tuple(t.shape)
+            sig.dtypes[vid] = t.dtype
         known: dict[int, torch.Tensor] = dict(self.consts)
         for st in self.steps:
             args = []
@@ -304,6 +306,24 @@ def _node_error(st: Step, e: Exception, env: Mapping[int, Any]) -> ZeroskipError
         f"{st.node.describe()} failed{where}: {msg}. "
         "Check that the model's inputs have the shapes and dtypes it was exported for."
     )
+
+
+def _prepared(st: Step, sig: _Signature, prog: Program, known: Mapping[int, torch.Tensor]) -> Any:
+    """The op's own specialisation for this signature, if it has one (see ops.register)."""
+    d = st.opdef
+    if d.prepare is None or st.fn is not d.fn:
+        return None
+    shapes, consts = [], []
+    for v in st.inputs:
+        c = None if v is None else prog.consts.get(v, known.get(v))
+        consts.append(c)
+        shapes.append(None if v is None else sig.shapes.get(v, tuple(c.shape) if c is not None else None))
+    try:
+        return d.prepare(shapes, consts, **st.attrs)
+    except ZeroskipError:
+        raise
+    except Exception:  # the generic function already ran on this signature
+        return None
 
 
 def _nbytes(sig: _Signature, vid: int) -> int:
@@ -437,8 +457,9 @@ class Plan:
                 ns[fn] = st.opdef.out_fn
                 lines.append(f"    {fn}({', '.join([bn, *args, *kws])}); {outs[0]} = {bn}")
             else:
-                ns[fn] = st.fn
-                call = f"{fn}({', '.join(args + kws)})"
+                special = _prepared(st, sig, prog, known)
+                ns[fn] = special or st.fn
+                call = f"{fn}({', '.join(args if special else args + kws)})"
                 n_out = len(st.outputs)
                 if n_out == 1 and not st.tuple_result:
                     lines.append(f"    {outs[0]} = {call}")

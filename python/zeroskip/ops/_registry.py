@@ -15,6 +15,10 @@ signature. It returns one tensor, or a tuple with one entry per node output.
 - `fresh=True`: every output is a new tensor, never a view of an input (elementwise math, matmul...).
   Without it the planner assumes an output may alias any input (views: Reshape, Transpose...).
 - A function that takes a `_noutputs` keyword is told how many outputs the node declares.
+- `prepare`: optional `prepare(shapes, consts, **attrs) -> callable | None`, called once per input
+  signature with each input's shape and constant value (None where not constant). The callable it
+  returns takes the node's inputs (no attributes) and replaces `fn` for that signature: geometry,
+  padding and weight layouts are worked out once instead of on every run. None: use `fn`.
 
 Versions resolve like ONNX: the newest registration with `since <= model opset` for the domain.
 """
@@ -43,6 +47,7 @@ class OpDef:
     attrs: frozenset[str]  # attribute names the function accepts
     takes_any_attr: bool  # the function has **kwargs
     wants_noutputs: bool
+    prepare: Callable[..., Any] | None = None
 
 
 _OPS: dict[tuple[str, str], list[OpDef]] = {}
@@ -56,6 +61,7 @@ def register(
     static: tuple[int, ...] = (),
     out: Callable[..., Any] | None = None,
     fresh: bool = False,
+    prepare: Callable[..., Any] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator: register `fn` as ONNX op `name` for opsets >= `since` (until a newer registration)."""
 
@@ -77,6 +83,7 @@ def register(
                 attrs=frozenset(kw - {"_noutputs"}),
                 takes_any_attr=any(p.kind == p.VAR_KEYWORD for p in params),
                 wants_noutputs="_noutputs" in kw,
+                prepare=prepare,
             )
         )
         versions.sort(key=lambda d: d.since)
