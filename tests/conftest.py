@@ -11,6 +11,10 @@ TOLERANCE = {
     np.float32: {"rel_to_abs_sum": 4 * np.finfo(np.float32).eps, "abs": 1e-30},
 }
 
+# Whole models against onnxruntime (outputs of unit scale; the two runtimes sum in different orders
+# and zeroskip folds BatchNormalization into Conv weights).
+MODEL_TOLERANCE = {np.float32: {"rtol": 1e-3, "atol": 1e-4}}
+
 
 def reference_spmm(
     w: np.ndarray, x: np.ndarray, bias: np.ndarray | None = None

@@ -22,12 +22,10 @@ pytest.importorskip("onnx")
 
 import zeroskip  # noqa: E402
 
-# Tolerance for a whole model's float32 outputs against onnxruntime (np.testing.assert_allclose terms).
-# Outputs are of unit scale; the two runtimes sum in different orders, fold BatchNormalization into the
-# convolutions differently and pick different convolution algorithms. torch and onnxruntime differ by up
-# to ~5e-6 on these models (resnet18's logits), so this leaves 20x headroom while a wrong op is still far
-# outside it.
-MODEL_TOLERANCE = {np.float32: {"rtol": 1e-3, "atol": 1e-4}}
+# The tolerance (tests/conftest.py) is in np.testing.assert_allclose terms. torch and onnxruntime differ
+# by up to ~5e-6 on these models (resnet18's logits), so it leaves 20x headroom while a wrong op is still
+# far outside it.
+from conftest import MODEL_TOLERANCE  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
