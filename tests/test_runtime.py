@@ -481,3 +481,37 @@ def test_gelu_fusion(rng, kind):
     got = zeroskip.load(model).run({"x": x})
     for name, want in zip(("y", "a"), reference(model, {"x": x})):
         np.testing.assert_allclose(got[name], want, rtol=1e-5, atol=1e-6)
+
+
+def test_attention_score_scale_moves_into_the_q_weights(rng):
+    # scores = (reshape(x @ wq + bq) @ k) / 4, with a Shape reader of q on the side (as torch exports)
+    wq = numpy_helper.from_array(rng.standard_normal((8, 8)).astype(np.float32), "wq")
+    bq = numpy_helper.from_array(rng.standard_normal(8).astype(np.float32), "bq")
+    four = numpy_helper.from_array(np.float32(4.0), "four")
+    shape = numpy_helper.from_array(np.array([0, 2, 4], np.int64), "shape")
+    nodes = [
+        helper.make_node("MatMul", ["x", "wq"], ["q0"]),
+        helper.make_node("Add", ["q0", "bq"], ["q"]),
+        helper.make_node("Shape", ["q"], ["qs"]),
+        helper.make_node("Reshape", ["q", "shape"], ["q2"]),
+        helper.make_node("MatMul", ["q2", "k"], ["s"]),
+        helper.make_node("Div", ["s", "four"], ["y"]),
+    ]
+    model = make(
+        nodes,
+        [vi("x", ["b", 8]), vi("k", ["b", 4, 3])],
+        [vi("y", ["b", 2, 3]), vi("qs", [2], TensorProto.INT64)],
+        [wq, bq, four, shape],
+    )
+    s = zeroskip.load(model)
+    assert s.stats["scale_folded"] == 1
+    assert "Div" not in [n.op_type for n in s.graph.nodes]
+    feeds = {
+        "x": rng.standard_normal((3, 8)).astype(np.float32),
+        "k": rng.standard_normal((3, 4, 3)).astype(np.float32),
+    }
+    for _ in range(2):
+        got = s.run(feeds)
+        want = reference(model, feeds)
+        np.testing.assert_allclose(got["y"], want[0], rtol=1e-5, atol=1e-5)
+        np.testing.assert_array_equal(got["qs"], want[1])

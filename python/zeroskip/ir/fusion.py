@@ -4,6 +4,8 @@
   become `zeroskip::Linear(x, Wt, bias, activation)`: the weight is stored transposed, N x K, once
   at load: the orientation both torch's linear and the sparse kernels (y^T = Wt x^T) want.
 - The exported erf and tanh GELU chains (5 and 9 elementwise nodes) become `zeroskip::Gelu`.
+- Attention's score scaling, Div(MatMul(q, k), c), moves into the weights of the Linear that makes q
+  (through Reshape/Transpose only), so one elementwise pass over the scores disappears.
 
 A chain is fused only when its intermediate values feed nothing else and are not graph outputs.
 """
@@ -31,6 +33,13 @@ class _Index:
         if v is None or id(v) in self.outputs:
             return None
         users = self.users.get(id(v), [])
+        return users[0] if len(users) == 1 else None
+
+    def only_value_use(self, v: Value | None) -> Node | None:
+        """Like only_use, but Shape/Size readers (which see only the shape) are allowed too."""
+        if v is None or id(v) in self.outputs:
+            return None
+        users = [n for n in self.users.get(id(v), []) if n.op_type not in ("Shape", "Size")]
         return users[0] if len(users) == 1 else None
 
     def private_producer(self, v: Value | None, op: str) -> Node | None:
@@ -80,7 +89,64 @@ def fuse(g: Graph) -> dict[str, int]:
     counts = {"linear": 0, "gelu": 0}
     counts["gelu"] = _fuse_gelu(g)
     counts["linear"] = _fuse_linear(g)
+    counts["scale_folded"] = _fold_score_scale(g)
     return counts
+
+
+_VIEW_OPS = ("Reshape", "Transpose", "Unsqueeze", "Squeeze", "Flatten")
+
+
+def _fold_score_scale(g: Graph) -> int:
+    folded = 0
+    for div in list(g.nodes):
+        if div.op_type not in ("Div", "Mul") or div.domain != "" or div not in g.nodes:
+            continue
+        idx = _Index(g)
+        mm = idx.private_producer(div.inputs[0], "MatMul")
+        c = _scalar(div.inputs[1])
+        if mm is None or c is None or c == 0.0 or not math.isfinite(c):
+            continue
+        factor = 1.0 / c if div.op_type == "Div" else c
+        # Walk q back through private view ops to the Linear that computes it.
+        v = mm.inputs[0]
+        while v is not None and v.producer is not None and v.producer.op_type in _VIEW_OPS:
+            if idx.only_value_use(v) is None:
+                v = None
+                break
+            v = v.producer.inputs[0]
+        lin = v.producer if v is not None else None
+        if lin is None or lin.op_type != "Linear" or lin.domain != DOMAIN or lin.attrs.get("activation"):
+            continue
+        if idx.only_value_use(v) is None:
+            continue
+        w = lin.inputs[1]
+        new_w = Value(
+            f"{w.name}.scaled",
+            dtype=w.dtype,
+            shape=w.shape,
+            const=(w.dense() * factor).astype(w.dense().dtype),
+        )
+        if w.sparse is not None:
+            new_w.sparse = type(w.sparse).from_dense(new_w.const)
+        inputs = [lin.inputs[0], new_w]
+        if len(lin.inputs) > 2 and lin.inputs[2] is not None:
+            b = lin.inputs[2]
+            inputs.append(
+                Value(
+                    f"{b.name}.scaled",
+                    dtype=b.dtype,
+                    shape=b.shape,
+                    const=(b.dense() * factor).astype(b.dense().dtype),
+                )
+            )
+        lin.inputs = inputs
+        # The MatMul now writes what the Div wrote.
+        y = div.outputs[0]
+        mm.outputs = [y]
+        y.producer = mm
+        g.nodes = [n for n in g.nodes if n is not div]
+        folded += 1
+    return folded
 
 
 def _replace(g: Graph, dead: list[Node], new: Node) -> None:
