@@ -21,6 +21,7 @@ from __future__ import annotations
 import linecache
 import sys
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -496,6 +497,32 @@ class Plan:
         self._filename = filename
         self._line_step = line_step
         self.steps = len(live_steps)
+        self._ns = ns
+        self._profiled: Any = None
+
+    def profile(self, feeds: Sequence[torch.Tensor], repeat: int = 10) -> list[tuple[Node, float]]:
+        """Median seconds per step over `repeat` runs of an instrumented copy of the plan."""
+        if self._profiled is None:
+            out = []
+            marks = 0
+            for k, line in enumerate(self.source.splitlines(), start=1):
+                out.append(line)
+                if k == 1:
+                    out.append("    _t = [_pc()]")
+                elif k in self._line_step:
+                    out.append("    _t.append(_pc())")
+                    marks += 1
+            out[-1] = out[-1].replace("    return [", "    return _t, [", 1)
+            ns = dict(self._ns, _pc=time.perf_counter)
+            exec(compile("\n".join(out) + "\n", self._filename + " (profiled)", "exec"), ns)
+            self._profiled = ns["_plan"]
+        order = [self._line_step[k] for k in sorted(self._line_step)]
+        samples: list[list[float]] = [[] for _ in order]
+        for _ in range(repeat):
+            t, _ = self._profiled(feeds)
+            for j in range(len(order)):
+                samples[j].append(t[j + 1] - t[j])
+        return [(st.node, float(np.median(s))) for st, s in zip(order, samples)]
 
     def __call__(self, feeds: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         try:

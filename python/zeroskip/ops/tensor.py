@@ -13,6 +13,7 @@ from functools import lru_cache
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from zeroskip.errors import ModelError, UnsupportedOpError
 from zeroskip.ops._registry import register
@@ -295,9 +296,11 @@ def _gather_shape(data: torch.Tensor, indices: torch.Tensor, axis: int) -> tuple
 def _gather_out(out: torch.Tensor, data: torch.Tensor, indices: torch.Tensor, axis: int = 0) -> torch.Tensor:
     if axis < 0:
         axis += data.dim()
-    idx = _wrap(indices, data.shape[axis]).reshape(-1)
-    flat = out.view(*data.shape[:axis], idx.numel(), *data.shape[axis + 1 :])
-    torch.index_select(data, axis, idx, out=flat)
+    flat = out.view(*data.shape[:axis], indices.numel(), *data.shape[axis + 1 :])
+    try:  # valid non-negative indices need no rewriting: the common case costs one call
+        torch.index_select(data, axis, indices.reshape(-1), out=flat)
+    except (IndexError, RuntimeError):
+        torch.index_select(data, axis, _wrap(indices, data.shape[axis]).reshape(-1), out=flat)
     return out
 
 
@@ -305,8 +308,13 @@ def _gather_out(out: torch.Tensor, data: torch.Tensor, indices: torch.Tensor, ax
 def Gather(data: torch.Tensor, indices: torch.Tensor, axis: int = 0) -> torch.Tensor:
     if axis < 0:
         axis += data.dim()
-    idx = _wrap(indices, data.shape[axis])
-    return torch.index_select(data, axis, idx.reshape(-1)).reshape(_gather_shape(data, indices, axis))
+    try:  # valid non-negative indices need no rewriting: the common case costs one call
+        if axis == 0 and data.dim() == 2 and indices.dtype == _INT64:
+            return F.embedding(indices, data)
+        picked = torch.index_select(data, axis, indices.reshape(-1))
+    except (IndexError, RuntimeError):
+        picked = torch.index_select(data, axis, _wrap(indices, data.shape[axis]).reshape(-1))
+    return picked.reshape(_gather_shape(data, indices, axis))
 
 
 @register("GatherElements", since=11, fresh=True)
