@@ -515,3 +515,64 @@ def test_attention_score_scale_moves_into_the_q_weights(rng):
         want = reference(model, feeds)
         np.testing.assert_allclose(got["y"], want[0], rtol=1e-5, atol=1e-5)
         np.testing.assert_array_equal(got["qs"], want[1])
+
+
+@pytest.mark.parametrize(("act", "opset"), [("Relu", 17), ("Clip", 17), ("Clip", 9), ("ClipLow", 17)])
+@pytest.mark.parametrize(
+    ("shape", "group", "pads", "stride"),
+    [((1, 8, 9, 9), 1, 1, 1), ((2, 8, 12, 12), 8, 1, 2), ((1, 3, 5, 5), 1, 0, 1)],
+)
+def test_conv_activation_fusion(rng, act, opset, shape, group, pads, stride):
+    cin = shape[1]
+    w = numpy_helper.from_array(rng.standard_normal((8, cin // group, 3, 3)).astype(np.float32), "w")
+    b = numpy_helper.from_array(rng.standard_normal(8).astype(np.float32), "b")
+    inits = [w, b]
+    conv = helper.make_node(
+        "Conv", ["x", "w", "b"], ["c"], pads=[pads] * 4, strides=[stride] * 2, group=group
+    )
+    if act == "Relu":
+        tail = helper.make_node("Relu", ["c"], ["y"])
+    elif opset < 11:
+        tail = helper.make_node("Clip", ["c"], ["y"], min=0.0, max=6.0)
+    elif act == "Clip":
+        inits += [
+            numpy_helper.from_array(np.float32(0.0), "lo"),
+            numpy_helper.from_array(np.float32(6.0), "hi"),
+        ]
+        tail = helper.make_node("Clip", ["c", "lo", "hi"], ["y"])
+    else:
+        inits += [numpy_helper.from_array(np.float32(-0.5), "lo")]
+        tail = helper.make_node("Clip", ["c", "lo"], ["y"])
+    model = make(
+        [conv, tail],
+        [vi("x", ["n", cin, shape[2], shape[3]])],
+        [vi("y", ["n", 8, "h", "w"])],
+        inits,
+        opset=opset,
+    )
+    s = zeroskip.load(model)
+    assert [n.op_type for n in s.graph.nodes] == ["Conv"]
+    assert s.graph.nodes[0].fused_from == ["Conv", act.replace("Low", "")]
+    x = rng.standard_normal(shape).astype(np.float32)
+    (want,) = reference(model, {"x": x})
+    for _ in range(3):  # the traced run, then the compiled plan (which may take oneDNN's fused path)
+        np.testing.assert_allclose(s.run({"x": x})["y"], want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("activation", ["", "relu", "clip"])
+def test_onednn_conv_path_matches_torch(rng, activation):
+    from zeroskip.ops import nn
+
+    w = torch.from_numpy(rng.standard_normal((16, 4, 3, 3)).astype(np.float32))
+    b = torch.from_numpy(rng.standard_normal(16).astype(np.float32))
+    shape = (2, 8, 10, 10)
+    fn = nn._mkldnn_conv(w, b, shape, (1, 1), (1, 1), (1, 1), 2, activation, [-0.25, 0.5])
+    if fn is None:
+        pytest.skip("this torch build has no oneDNN pointwise convolution")
+    x = torch.from_numpy(rng.standard_normal(shape).astype(np.float32))
+    want = torch.nn.functional.conv2d(x, w, b, 1, 1, 1, 2)
+    if activation == "relu":
+        want = want.relu()
+    elif activation == "clip":
+        want = want.clamp(-0.25, 0.5)
+    np.testing.assert_allclose(fn(x).numpy(), want.numpy(), rtol=1e-4, atol=1e-4)

@@ -90,7 +90,41 @@ def fuse(g: Graph) -> dict[str, int]:
     counts["gelu"] = _fuse_gelu(g)
     counts["linear"] = _fuse_linear(g)
     counts["scale_folded"] = _fold_score_scale(g)
+    counts["conv_act"] = _fuse_conv_activation(g)
     return counts
+
+
+def _fuse_conv_activation(g: Graph) -> int:
+    """Conv -> Relu / Clip(constant bounds) becomes zeroskip::Conv with the activation as an attribute."""
+    fused = 0
+    for conv in list(g.nodes):
+        if conv.op_type != "Conv" or conv.domain != "" or len(conv.outputs) != 1:
+            continue
+        idx = _Index(g)
+        act = idx.only_use(conv.outputs[0])
+        if act is None or act.domain != "":
+            continue
+        attrs = dict(conv.attrs)
+        if act.op_type == "Relu":
+            attrs["activation"] = "relu"
+        elif act.op_type == "Clip":
+            if len(act.inputs) > 1:  # opset 11+: optional constant inputs
+                given = [*act.inputs[1:3], None][:2]
+                if any(v is not None and _scalar(v) is None for v in given):
+                    continue  # a bound that is not a constant float scalar
+                bounds = [None if v is None else _scalar(v) for v in given]
+            else:
+                bounds = [act.attrs.get("min"), act.attrs.get("max")]
+            lo = -math.inf if bounds[0] is None else bounds[0]
+            hi = math.inf if bounds[1] is None else bounds[1]
+            attrs.update(activation="clip", clip_min=float(lo), clip_max=float(hi))
+        else:
+            continue
+        new = Node(conv.name, "Conv", DOMAIN, list(conv.inputs), [act.outputs[0]], attrs)
+        new.fused_from = ["Conv", act.op_type]
+        _replace(g, [conv, act], new)
+        fused += 1
+    return fused
 
 
 _VIEW_OPS = ("Reshape", "Transpose", "Unsqueeze", "Squeeze", "Flatten")

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
+from zeroskip.ops import nn
 from zeroskip.ops._registry import register
 
 DOMAIN = "zeroskip"
@@ -30,6 +33,25 @@ def Linear(x: torch.Tensor, wt: torch.Tensor, bias=None, activation: str = "") -
     if activation:
         y.relu_()
     return y
+
+
+def _conv_act_prepare(shapes: list[Any], consts: list[Any], **attrs: Any) -> Any:
+    return nn._conv_prepare(shapes, consts, **attrs)
+
+
+@register("Conv", since=1, domain=DOMAIN, fresh=True, prepare=_conv_act_prepare)
+def Conv(
+    X: torch.Tensor,
+    W: torch.Tensor,
+    B: torch.Tensor | None = None,
+    activation: str = "",
+    clip_min: float = float("-inf"),
+    clip_max: float = float("inf"),
+    **conv_attrs: Any,
+) -> torch.Tensor:
+    """ONNX Conv followed by Relu (`activation="relu"`) or Clip(min, max) (`"clip"`)."""
+    y = nn.Conv(X, W, B, **conv_attrs)
+    return y.clamp_(clip_min, clip_max) if activation == "clip" else y.relu_()
 
 
 def _gelu_out(out: torch.Tensor, x: torch.Tensor, approximate: str = "none") -> None:

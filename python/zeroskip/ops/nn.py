@@ -6,6 +6,7 @@ swap in sparse kernels for them node by node. Their common cases are one torch c
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import torch
@@ -161,6 +162,47 @@ def Gemm_1(
 # Conv / ConvTranspose
 
 
+def _mkldnn_conv(
+    W: Tensor,
+    B: Tensor | None,
+    shape: tuple[int, ...],
+    stride: tuple[int, ...],
+    pad: tuple[int, ...],
+    dil: tuple[int, ...],
+    group: int,
+    activation: str,
+    bounds: list[float],
+) -> Any:
+    """oneDNN's convolution with the weight reordered once for this input shape and the activation
+    as a post-op, on channels-last activations (which then flow on to the next conv); None when this
+    torch build lacks it or it disagrees with F.conv2d on a probe input."""
+    mk = getattr(torch.ops, "mkldnn", None)
+    if mk is None or W.dtype != torch.float32 or not hasattr(mk, "_convolution_pointwise"):
+        return None
+    attr = {"": "none", "relu": "relu", "clip": "hardtanh"}[activation]
+    scalars = bounds if activation == "clip" else []
+    p, s, d = list(pad), list(stride), list(dil)
+    try:
+        wp = mk._reorder_convolution_weight(W, p, s, d, group, list(shape))
+        probe = torch.randn(shape).contiguous(memory_format=torch.channels_last)
+        got = mk._convolution_pointwise(probe, wp, B, p, s, d, group, attr, scalars, "")
+    except (RuntimeError, AttributeError):
+        return None
+    want = F.conv2d(probe, W, B, stride, pad, dil, group)
+    if activation:
+        want = want.clamp_(*bounds) if activation == "clip" else want.relu_()
+    if got.shape != want.shape or not torch.allclose(
+        got, want, rtol=1e-4, atol=1e-4 * float(want.abs().max()) + 1e-6
+    ):
+        return None
+    conv, cl = mk._convolution_pointwise, torch.channels_last
+
+    def run(X: Tensor, *_: Any) -> Tensor:
+        return conv(X.contiguous(memory_format=cl), wp, B, p, s, d, group, attr, scalars, "")
+
+    return run
+
+
 def _conv_prepare(
     shapes: list[Any],
     consts: list[Any],
@@ -170,6 +212,9 @@ def _conv_prepare(
     kernel_shape: list[int] | None = None,
     pads: list[int] | None = None,
     strides: list[int] | None = None,
+    activation: str = "",
+    clip_min: float = float("-inf"),
+    clip_max: float = float("inf"),
 ) -> Any:
     """A 2-D Conv with constant weights, bound once per input shape: one torch call per run."""
     xs, W = shapes[0], consts[1]
@@ -184,14 +229,35 @@ def _conv_prepare(
         begin = end = [0, 0]
     if begin != end:
         return None
-    # Channels-last weights were measured too (cnn, mobilenet_v2, resnet18 at batch 1): no gain here.
     stride, dil, pad = tuple(strides or (1, 1)), tuple(dilations or (1, 1)), tuple(begin)
     conv = F.conv2d
+    if activation:
+        lo, hi = (clip_min, clip_max) if activation == "clip" else (0.0, None)
 
-    def run(X: Tensor, *_: Any) -> Tensor:
-        return conv(X, W, B, stride, pad, dil, group)
+        def plain(X: Tensor, *_: Any) -> Tensor:
+            return conv(X, W, B, stride, pad, dil, group).clamp_(lo, hi)
 
-    return run
+    else:
+
+        def plain(X: Tensor, *_: Any) -> Tensor:
+            return conv(X, W, B, stride, pad, dil, group)
+
+    fast = _mkldnn_conv(W, B, tuple(xs), stride, pad, dil, group, activation, [clip_min, clip_max])
+    if fast is None:
+        return plain
+    # Neither path wins everywhere (oneDNN's fixed cost dominates tiny convs): time both on this shape.
+    probe = torch.randn(xs)
+    return min((fast, plain), key=lambda f: _time(f, probe, W))
+
+
+def _time(fn: Any, *args: Any, repeat: int = 3) -> float:
+    fn(*args)
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn(*args)
+        best = min(best, time.perf_counter() - t0)
+    return best
 
 
 @register("Conv", since=1, fresh=True, prepare=_conv_prepare)
