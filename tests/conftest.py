@@ -9,6 +9,25 @@ import pytest
 # K * eps * sum(|a||x|); the kernels sum in a different order than numpy, so bound the error by that.
 TOLERANCE = {
     np.float32: {"rel_to_abs_sum": 4 * np.finfo(np.float32).eps, "abs": 1e-30},
+    # Dense elementwise kernels (tests/test_dense_kernels.py), float32, against float64 references.
+    # gelu (erf form) = h + h erf(x / sqrt 2), h = x / 2, with a float32 rational erf: |error| within
+    # rel |gelu| + erf_abs |h|. erf_abs covers float32 evaluation without FMA (the scalar build on x86).
+    "gelu_erf": {"rel": 16 * np.finfo(np.float32).eps, "erf_abs": 5e-7},
+    # gelu (tanh form): (8 + 2 |2u|) eps relative, 2u = 2 sqrt(2/pi) (x + 0.044715 x^3) (the argument of
+    # exp, whose float32 rounding the reference does not have); absolute 1e-37 near underflow.
+    "gelu_tanh": {
+        "rel": 8 * np.finfo(np.float32).eps,
+        "rel_per_arg": 2 * np.finfo(np.float32).eps,
+        "abs": 1e-37,
+    },
+    # softmax: (8 + |x - max| + cols / 64) eps relative per output (exp's argument rounding, the row
+    # sum's rounding), 1e-37 absolute.
+    "softmax": {
+        "rel": 8 * np.finfo(np.float32).eps,
+        "rel_per_arg": np.finfo(np.float32).eps,
+        "rel_per_col": np.finfo(np.float32).eps / 64,
+        "abs": 1e-37,
+    },
 }
 
 # Whole models against onnxruntime (outputs of unit scale; the two runtimes sum in different orders

@@ -5,10 +5,12 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cmath>
 #include <cstring>
 #include <optional>
 #include <string>
 
+#include "../cpu/dense.h"
 #include "../cpu/packed.h"
 #include "../cpu/registry.h"
 #include "../cpu/spmm.h"
@@ -111,6 +113,53 @@ py::dict kernel_dict(const zs::KernelInfo& k) {
   return d;
 }
 
+
+// ---- dense kernels (gelu, softmax, gemv): cheap checks, no copies ----
+
+bool is_f32(const py::array& a) {
+  return py::detail::array_descriptor_proxy(py::detail::array_proxy(a.ptr())->descr)->type_num ==
+         py::detail::npy_api::NPY_FLOAT_;
+}
+
+// A float32, C-contiguous array (any shape); `what` names it in errors.
+const float* f32_arg(const py::array& a, const char* what, bool writeable) {
+  if (!is_f32(a))
+    throw py::type_error(std::string(what) + " must be float32, got " + std::string(py::str(a.dtype())) +
+                         "; convert with .astype(numpy.float32)");
+  if (!(a.flags() & py::array::c_style))
+    throw py::value_error(std::string(what) + " must be C-contiguous; pass numpy.ascontiguousarray(" + what + ")");
+  if (writeable && !a.writeable()) throw py::value_error(std::string(what) + " is read-only");
+  return static_cast<const float*>(a.data());
+}
+
+bool same_shape(const py::array& a, const py::array& b) {
+  if (a.ndim() != b.ndim()) return false;
+  for (py::ssize_t i = 0; i < a.ndim(); ++i)
+    if (a.shape(i) != b.shape(i)) return false;
+  return true;
+}
+
+// Elementwise/row-wise ops may run in place (out is exactly x); any other overlap is refused.
+void check_inplace_ok(const py::array& x, const py::array& out) {
+  if (overlaps(x, out) && x.data() != out.data())
+    throw py::value_error("out overlaps x without being x; pass a separate array or x itself");
+}
+
+const zs::DenseOps& dense_pick(const std::optional<std::string>& isa) {
+  if (!isa) return zs::default_dense_ops();
+  size_t count = 0;
+  const zs::DenseOps* const* t = zs::dense_table(&count);
+  for (size_t i = 0; i < count; ++i) {
+    if (*isa != zs::isa_name(t[i]->isa)) continue;
+    if (!zs::isa_supported(t[i]->isa)) throw KernelChoiceError("isa '" + *isa + "' is not available on this CPU");
+    return *t[i];
+  }
+  throw KernelChoiceError("isa '" + *isa + "' is not compiled into this build; see zeroskip._C.dense_isas()");
+}
+
+// Above this much work the GIL is released (below it, releasing costs more than the call).
+constexpr int64_t kReleaseGil = 1 << 14;
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -200,4 +249,95 @@ PYBIND11_MODULE(_C, m) {
     run_spmm(a.view(), pick(zs::Format::kNm, kernel, a.view().n, a.view().group), x, out, bias, lo, hi);
   }, py::arg("a"), py::arg("x"), py::arg("out"), py::arg("bias"), py::arg("min"), py::arg("max"),
         py::arg("kernel"), spmm_doc);
+  m.def("dense_isas", [] {
+    size_t count = 0;
+    const zs::DenseOps* const* t = zs::dense_table(&count);
+    py::list out;
+    for (size_t i = 0; i < count; ++i) {
+      py::dict d;
+      d["isa"] = zs::isa_name(t[i]->isa);
+      d["runnable"] = zs::isa_supported(t[i]->isa);
+      d["default"] = t[i] == &zs::default_dense_ops();
+      out.append(d);
+    }
+    return out;
+  }, "ISAs the dense kernels (gelu, softmax, gemv) are compiled for, and which one is used by default.");
+  m.def("gelu", [](const py::array& x, const py::array& out, const std::string& approximate,
+                   const std::optional<std::string>& isa) {
+    const zs::DenseOps& ops = dense_pick(isa);
+    bool tanh_form;
+    if (approximate == "none") {
+      tanh_form = false;
+    } else if (approximate == "tanh") {
+      tanh_form = true;
+    } else {
+      throw py::value_error("approximate must be 'none' or 'tanh', got '" + approximate + "'");
+    }
+    const float* xp = f32_arg(x, "x", false);
+    float* yp = const_cast<float*>(f32_arg(out, "out", true));
+    if (!same_shape(x, out)) throw py::value_error("out has shape " + shape_str(out) + ", x " + shape_str(x));
+    check_inplace_ok(x, out);
+    const size_t n = static_cast<size_t>(x.size());
+    if (n == 0) return;
+    if (n < kReleaseGil) return zs::gelu_f32(ops, xp, yp, n, tanh_form);
+    py::gil_scoped_release nogil;
+    zs::gelu_f32(ops, xp, yp, n, tanh_form);
+  }, py::arg("x"), py::arg("out"), py::arg("approximate") = "none", py::arg("isa") = py::none(),
+        "out = gelu(x) elementwise (approximate: 'none' = erf form, 'tanh'); out may be x.");
+  m.def("softmax", [](const py::array& x, const py::array& out, const std::optional<std::string>& isa) {
+    const zs::DenseOps& ops = dense_pick(isa);
+    const float* xp = f32_arg(x, "x", false);
+    float* yp = const_cast<float*>(f32_arg(out, "out", true));
+    if (x.ndim() < 1) throw py::value_error("x must have at least one dimension");
+    if (!same_shape(x, out)) throw py::value_error("out has shape " + shape_str(out) + ", x " + shape_str(x));
+    check_inplace_ok(x, out);
+    const size_t cols = static_cast<size_t>(x.shape(x.ndim() - 1));
+    const size_t n = static_cast<size_t>(x.size());
+    if (n == 0) return;
+    if (n < kReleaseGil) return zs::softmax_f32(ops, xp, yp, n / cols, cols);
+    py::gil_scoped_release nogil;
+    zs::softmax_f32(ops, xp, yp, n / cols, cols);
+  }, py::arg("x"), py::arg("out"), py::arg("isa") = py::none(),
+        "out = softmax(x) along the last dim; out may be x.");
+  m.def("gemv", [](const py::array& w, const py::array& x, const std::optional<py::array>& bias, const py::array& out,
+                   float lo, float hi, const std::optional<std::string>& isa) {
+    const zs::DenseOps& ops = dense_pick(isa);
+    const float* wp = f32_arg(w, "w", false);
+    if (w.ndim() != 2) throw py::value_error("w must be 2-D (N, K), got shape " + shape_str(w));
+    const int64_t n = w.shape(0), k = w.shape(1);
+    const float* xp = f32_arg(x, "x", false);
+    float* yp = const_cast<float*>(f32_arg(out, "out", true));
+    int64_t mb = 1;
+    if (x.ndim() == 1) {
+      if (x.shape(0) != k) throw py::value_error("x has shape " + shape_str(x) + ", expected (" + std::to_string(k) + ",)");
+      if (out.ndim() != 1 || out.shape(0) != n)
+        throw py::value_error("out has shape " + shape_str(out) + ", expected (" + std::to_string(n) + ",)");
+    } else if (x.ndim() == 2) {
+      mb = x.shape(0);
+      if (x.shape(1) != k)
+        throw py::value_error("x has shape " + shape_str(x) + ", expected (M, " + std::to_string(k) + ")");
+      if (out.ndim() != 2 || out.shape(0) != mb || out.shape(1) != n)
+        throw py::value_error("out has shape " + shape_str(out) + ", expected (" + std::to_string(mb) + ", " +
+                              std::to_string(n) + ")");
+    } else {
+      throw py::value_error("x must be 1-D (K,) or 2-D (M, K), got shape " + shape_str(x));
+    }
+    const float* bp = nullptr;
+    if (bias) {
+      bp = f32_arg(*bias, "bias", false);
+      if (bias->ndim() != 1 || bias->shape(0) != n)
+        throw py::value_error("bias has shape " + shape_str(*bias) + ", expected (" + std::to_string(n) + ",)");
+      if (overlaps(*bias, out)) throw py::value_error("out must not share memory with bias");
+    }
+    if (overlaps(w, out)) throw py::value_error("out must not share memory with w");
+    if (overlaps(x, out)) throw py::value_error("out must not share memory with x");
+    if (!(lo <= hi)) throw py::value_error("clamp range is empty: min > max");
+    if (n == 0 || mb == 0) return;
+    if (n * k * mb < kReleaseGil * 8)
+      return zs::gemm_small_f32(ops, wp, xp, bp, yp, size_t(n), size_t(k), size_t(mb), lo, hi);
+    py::gil_scoped_release nogil;
+    zs::gemm_small_f32(ops, wp, xp, bp, yp, size_t(n), size_t(k), size_t(mb), lo, hi);
+  }, py::arg("w"), py::arg("x"), py::arg("bias"), py::arg("out"), py::arg("clamp_min") = -INFINITY,
+        py::arg("clamp_max") = INFINITY, py::arg("isa") = py::none(),
+        "Dense Linear: out = clamp(x @ w.T + bias); w (N, K), x (K,) or (M, K), out (N,) or (M, N).");
 }

@@ -372,9 +372,12 @@ class Plan:
         # A step writes into a pooled buffer when its op has an out= variant, the scheduler did not
         # replace it, and nothing that may alias its output is a graph output. Aliasing depends on
         # which steps use buffers, so settle both together.
+        # Ops that specialise themselves for this signature (see ops.register's `prepare`).
+        special = {st.index: _prepared(st, sig, prog, known) for st in live_steps}
         uses_out = {
             st.index: (
-                len(st.outputs) == 1
+                special[st.index] is None
+                and len(st.outputs) == 1
                 and st.outputs[0] is not None
                 and st.opdef.out_fn is not None
                 and st.fn is st.opdef.fn
@@ -458,9 +461,9 @@ class Plan:
                 ns[fn] = st.opdef.out_fn
                 lines.append(f"    {fn}({', '.join([bn, *args, *kws])}); {outs[0]} = {bn}")
             else:
-                special = _prepared(st, sig, prog, known)
-                ns[fn] = special or st.fn
-                call = f"{fn}({', '.join(args if special else args + kws)})"
+                spec = special[st.index]
+                ns[fn] = spec or st.fn
+                call = f"{fn}({', '.join(args if spec else args + kws)})"
                 n_out = len(st.outputs)
                 if n_out == 1 and not st.tuple_result:
                     lines.append(f"    {outs[0]} = {call}")

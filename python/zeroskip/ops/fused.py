@@ -7,7 +7,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from zeroskip.ops import nn
+from zeroskip.ops import cpu_kernels, nn
 from zeroskip.ops._registry import register
 
 DOMAIN = "zeroskip"
@@ -26,7 +26,29 @@ def _linear_out(
         o2.clamp_(min=0)
 
 
-@register("Linear", since=1, domain=DOMAIN, out=_linear_out, fresh=True)
+def _linear_prepare(shapes: list[Any], consts: list[Any], activation: str = "") -> Any:
+    """Pick torch's linear or the GEMV kernel for this input shape by timing both once."""
+    xs, wt = shapes[0], consts[1]
+    bias = consts[2] if len(consts) > 2 else None
+    if xs is None or wt is None or (len(shapes) > 2 and shapes[2] is not None and bias is None):
+        return None
+    small = cpu_kernels.linear_small(wt, bias, tuple(xs), activation == "relu")
+    if small is None:
+        return None
+    probe = torch.randn(xs)
+    want = Linear(probe, wt, bias, activation)
+    got = small(probe)
+    scale = float(want.abs().max()) + 1e-30
+    if not torch.allclose(got, want, rtol=1e-4, atol=1e-5 * scale):
+        return None  # never trade a correct result for a fast one
+
+    def plain(x: torch.Tensor, *_: Any) -> torch.Tensor:
+        return Linear(x, wt, bias, activation)
+
+    return min((small, plain), key=lambda f: nn._time(f, probe))
+
+
+@register("Linear", since=1, domain=DOMAIN, out=_linear_out, fresh=True, prepare=_linear_prepare)
 def Linear(x: torch.Tensor, wt: torch.Tensor, bias=None, activation: str = "") -> torch.Tensor:
     """y = act(x @ wt.T + bias): MatMul/Gemm (+Add) (+Relu) with the weight stored N x K."""
     y = F.linear(x, wt, bias)
@@ -54,10 +76,6 @@ def Conv(
     return y.clamp_(clip_min, clip_max) if activation == "clip" else y.relu_()
 
 
-def _gelu_out(out: torch.Tensor, x: torch.Tensor, approximate: str = "none") -> None:
-    torch.ops.aten.gelu.out(x, approximate=approximate, out=out)
-
-
-@register("Gelu", since=1, domain=DOMAIN, out=_gelu_out, fresh=True)
+@register("Gelu", since=1, domain=DOMAIN, out=cpu_kernels.gelu_out, fresh=True)
 def Gelu(x: torch.Tensor, approximate: str = "none") -> torch.Tensor:
-    return F.gelu(x, approximate=approximate)
+    return cpu_kernels.gelu(x, approximate)

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from zeroskip.errors import ModelError, UnsupportedOpError
+from zeroskip.ops import cpu_kernels
 from zeroskip.ops._registry import register
 
 Tensor = torch.Tensor
@@ -639,6 +640,8 @@ _HALF = (torch.float16, torch.bfloat16)
 
 
 def _softmax(x: Tensor, axis: int) -> Tensor:
+    if x.dtype == torch.float32 and (axis == -1 or axis == x.dim() - 1) and x.is_contiguous():
+        return cpu_kernels.softmax(x)
     if x.dtype in _HALF:
         # ONNX's function body, each step rounded to the 16-bit type (torch.softmax rounds only
         # once, which is 1 ulp away from ONNX's expected outputs in places).
@@ -654,7 +657,7 @@ def Softmax_1(input: Tensor, axis: int = 1) -> Tensor:
 
 @register("Softmax", since=13, fresh=True)
 def Softmax(input: Tensor, axis: int = -1) -> Tensor:
-    if input.dtype in _HALF:
+    if input.dtype in _HALF or input.dtype == torch.float32:
         return _softmax(input, axis)
     return torch.softmax(input, axis)
 

@@ -1,0 +1,183 @@
+"""Dense kernel benchmark: zeroskip gelu / softmax / gemv against torch (and numpy for gemv).
+
+    python bench/dense.py            # full run (about a minute on 2 cores)
+    python bench/dense.py --quick    # fewer rounds
+
+For each case, zeroskip and torch are timed in the same process, interleaved round by round, so
+machine noise hits them alike; each time is the median over rounds, in microseconds, outputs
+preallocated. numpy (OpenBLAS, whose pool busy-waits after each call) is timed on its own after
+them. Threads: 1, then 2 (zeroskip's and torch's OpenMP pools, OpenBLAS's own), set per section.
+"ratio" is torch time / zeroskip time (> 1: zeroskip faster). Last, the per-call overhead of the
+bindings on tiny inputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import os
+import time
+import timeit
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from zeroskip import _C, dense, kernels
+
+
+def _openblas_set_threads(n: int) -> bool:
+    """Sets numpy's OpenBLAS thread count through the loaded library (best effort)."""
+    try:
+        with open("/proc/self/maps") as f:
+            path = next(p for p in (ln.split()[-1] for ln in f) if "openblas" in os.path.basename(p))
+        lib = ctypes.CDLL(path)
+    except (OSError, StopIteration, IndexError):
+        return False
+    for prefix in ("scipy_openblas", "openblas"):
+        for suffix in ("64_", "_", ""):
+            fn = getattr(lib, f"{prefix}_set_num_threads{suffix}", None)
+            if fn is not None:
+                fn(ctypes.c_int(n))
+                return True
+    return False
+
+
+def measure(fns: dict[str, Callable[[], Any]], budget: float, min_rounds: int = 5) -> dict[str, float]:
+    """Median microseconds per call of each fn, interleaved round by round within `budget` seconds."""
+    for f in fns.values():  # warm up
+        f()
+        f()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    t_end = time.perf_counter() + budget
+    rounds = 0
+    while rounds < min_rounds or (time.perf_counter() < t_end and rounds < 20000):
+        for k, f in fns.items():
+            t0 = time.perf_counter()
+            f()
+            times[k].append(time.perf_counter() - t0)
+        rounds += 1
+    return {k: float(np.median(v)) * 1e6 for k, v in times.items()}
+
+
+def cases(
+    rng: np.random.Generator,
+) -> list[tuple[str, dict[str, Callable[[], Any]], Callable[[], Any] | None]]:
+    """(label, {engine: fn}, numpy fn or None); zeroskip first, torch second."""
+    out = []
+    for n in (4096, 65536, 1 << 20):
+        x = (rng.standard_normal(n) * 3).astype(np.float32)
+        y = np.empty_like(x)
+        xt, yt = torch.from_numpy(x), torch.from_numpy(np.empty_like(x))
+        for approx in ("none", "tanh"):
+            out.append(
+                (
+                    f"gelu[{approx}] n={n}",
+                    {
+                        "zeroskip": lambda x=x, y=y, a=approx: _C.gelu(x, y, a),
+                        "torch": lambda xt=xt, yt=yt, a=approx: torch._C._nn.gelu(xt, approximate=a, out=yt),
+                    },
+                    None,
+                )
+            )
+    for shape in ((1, 4, 128, 128), (8, 12, 128, 128), (64, 1000)):
+        x = (rng.standard_normal(shape) * 4).astype(np.float32)
+        y = np.empty_like(x)
+        xt, yt = torch.from_numpy(x), torch.from_numpy(np.empty_like(x))
+        out.append(
+            (
+                f"softmax {shape}",
+                {
+                    "zeroskip": lambda x=x, y=y: _C.softmax(x, y),
+                    "torch": lambda xt=xt, yt=yt: torch.softmax(xt, -1, out=yt),
+                },
+                None,
+            )
+        )
+    for n, k in ((512, 256), (512, 512), (1536, 384), (384, 1536), (4096, 4096)):
+        w = (rng.standard_normal((n, k)) / np.sqrt(k)).astype(np.float32)
+        b = rng.standard_normal(n).astype(np.float32)
+        for m in (1, 4):
+            x = rng.standard_normal((m, k)).astype(np.float32)
+            xv = x[0] if m == 1 else x
+            y = np.empty((n,) if m == 1 else (m, n), np.float32)
+            wt, bt, xt = torch.from_numpy(w), torch.from_numpy(b), torch.from_numpy(x)
+            yt = torch.empty((m, n))
+            yn = np.empty((m, n), np.float32)
+            out.append(
+                (
+                    f"gemv {n}x{k} +bias m={m}",
+                    {
+                        "zeroskip": lambda w=w, xv=xv, b=b, y=y: _C.gemv(w, xv, b, y),
+                        "torch": lambda wt=wt, xt=xt, bt=bt, yt=yt: torch.addmm(bt, xt, wt.t(), out=yt),
+                    },
+                    lambda w=w, x=x, b=b, yn=yn: np.add(np.matmul(x, w.T, out=yn), b, out=yn),
+                )
+            )
+    return out
+
+
+def overhead() -> None:
+    """Per-call cost of the bindings on tiny inputs (the kernels' own work is a few ns)."""
+    x = np.ones(1, np.float32)
+    y = np.empty_like(x)
+    w = np.ones((1, 1), np.float32)
+    t, to = torch.ones(1), torch.empty(1)
+    tw = torch.ones(1, 1)
+
+    def noop(a: Any, b: Any) -> None:
+        return None
+
+    fns = {
+        "python no-op call f(x, y)": lambda: noop(x, y),
+        "_C.gelu(x, out, 'none'), n=1": lambda: _C.gelu(x, y, "none"),
+        "_C.softmax(x, out), n=1": lambda: _C.softmax(x, y),
+        "_C.gemv(w, x, None, out), 1x1": lambda: _C.gemv(w, x, None, y),
+        "dense.gelu(x, out), n=1": lambda: dense.gelu(x, y),
+        "dense.gemv(w, x, out=out), 1x1": lambda: dense.gemv(w, x, out=y),
+        "_C.gelu(t.numpy(), o.numpy()) from torch": lambda: _C.gelu(t.numpy(), to.numpy(), "none"),
+        "_C.gemv(tw.numpy(), t.numpy(), None, o.numpy())": lambda: _C.gemv(
+            tw.numpy(), t.numpy(), None, to.numpy()
+        ),
+        "torch F.gelu(t), n=1": lambda: F.gelu(t),
+        "torch F.linear(t, tw), 1x1": lambda: F.linear(t, tw),
+    }
+    print("\nper-call cost on tiny inputs (best of 5 loops of 5000 calls, µs per call, incl. the lambda):")
+    for k, f in fns.items():
+        best = min(timeit.repeat(f, number=5000, repeat=5)) / 5000 * 1e6
+        print(f"  {k:50s} {best:7.3f}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="shorter time budget per case")
+    ap.add_argument("--threads", default="1,2", help="comma-separated thread counts (default 1,2)")
+    args = ap.parse_args()
+    budget = 0.15 if args.quick else 0.5
+    rng = np.random.default_rng(0)
+    all_cases = cases(rng)
+    default = next(d["isa"] for d in dense.isas() if d["default"])
+    versions = f"torch {torch.__version__}  numpy {np.__version__}  cpus={os.cpu_count()}"
+    print(f"zeroskip dense isa={default}  {versions}")
+    for nt in (int(t) for t in args.threads.split(",")):
+        torch.set_num_threads(nt)
+        kernels.set_num_threads(nt)
+        blas = _openblas_set_threads(nt)
+        print(f"\n== threads={nt} (numpy OpenBLAS threads {'set' if blas else 'unchanged'}) ==")
+        print(f"{'case':34s} {'zeroskip':>9s} {'torch':>9s} {'ratio':>6s} {'numpy':>9s} {'ratio':>6s}")
+        for label, fns, np_fn in all_cases:
+            big = "4096x4096" in label or "1048576" in label or "(8, 12" in label
+            res = measure(fns, budget * (2 if big else 1), min_rounds=10)
+            zs, tt = res["zeroskip"], res["torch"]
+            line = f"{label:34s} {zs:9.1f} {tt:9.1f} {tt / zs:6.2f}"
+            if np_fn is not None:
+                nres = measure({"numpy": np_fn}, budget / 2, min_rounds=10)["numpy"]
+                line += f" {nres:9.1f} {nres / zs:6.2f}"
+            print(line, flush=True)
+    torch.set_num_threads(1)
+    kernels.set_num_threads(1)
+    overhead()
+
+
+if __name__ == "__main__":
+    main()

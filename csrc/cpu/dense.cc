@@ -1,0 +1,129 @@
+// Dense kernel drivers: ISA choice (through zs::isa_supported, registry.cc)
+// and the split of large calls across the kernel threads (spmm.cc's pool and
+// thread count: ZEROSKIP_NUM_THREADS / set_num_threads).
+#include "dense.h"
+
+#include <cstdint>
+
+#include "spmm.h"
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
+namespace zs {
+namespace {
+
+const DenseOps* const kTable[] = {
+    &kDenseScalar,
+#if defined(__aarch64__)
+    &kDenseNeon,
+#endif
+#if defined(__x86_64__) || defined(_M_X64)
+    &kDenseAvx2,
+    &kDenseAvx512,
+#endif
+};
+
+// Below these sizes a call runs on the calling thread: waking the pool costs
+// more than it saves (measured with bench/dense.py on a 2-core Zen 1).
+constexpr size_t kMinParallelMacs = size_t{1} << 17;   // gemm: n_rows * k * m
+constexpr size_t kMinParallelElems = size_t{1} << 14;  // gelu / softmax elements
+
+int parts_for(size_t work, size_t min_work, size_t units) {
+  if (work < min_work || units < 2) return 1;
+  int parts = num_threads();
+  if (static_cast<size_t>(parts) > units) parts = static_cast<int>(units);
+  return parts < 1 ? 1 : parts;
+}
+
+// body(t, parts) for t in [0, parts), on `parts` threads.
+template <class Body>
+void run_parts(int parts, Body body) {
+  if (parts <= 1) {
+    body(0, 1);
+    return;
+  }
+#if defined(_OPENMP)
+#pragma omp parallel for num_threads(parts) schedule(static, 1)
+  for (int t = 0; t < parts; ++t) body(t, parts);
+#else
+  body(0, 1);
+#endif
+}
+
+// Start of part t of `parts` over `units` units of `align`.
+size_t split(size_t units, size_t align, int t, int parts) {
+  const size_t blocks = (units + align - 1) / align;
+  const size_t b = blocks * static_cast<size_t>(t) / static_cast<size_t>(parts) * align;
+  return b < units ? b : units;
+}
+
+}  // namespace
+
+const DenseOps* const* dense_table(size_t* count) {
+  *count = sizeof(kTable) / sizeof(kTable[0]);
+  return kTable;
+}
+
+const DenseOps* dense_ops(Isa isa) {
+  for (const DenseOps* o : kTable)
+    if (o->isa == isa) return isa_supported(isa) ? o : nullptr;
+  return nullptr;
+}
+
+const DenseOps& default_dense_ops() {
+  static const DenseOps* best = [] {
+    const DenseOps* b = &kDenseScalar;
+    for (const DenseOps* o : kTable)
+      if (isa_supported(o->isa)) b = o;  // kTable is ordered slowest first
+    return b;
+  }();
+  return *best;
+}
+
+void gelu_f32(const DenseOps& ops, const float* x, float* y, size_t n, bool tanh_approx) {
+  const int parts = parts_for(n, kMinParallelElems, n / 1024);
+  run_parts(parts, [&](int t, int p) {
+    const size_t b = split(n, 64, t, p), e = split(n, 64, t + 1, p);
+    if (b < e) ops.gelu(x + b, y + b, e - b, tanh_approx);
+  });
+}
+
+void softmax_f32(const DenseOps& ops, const float* x, float* y, size_t rows, size_t cols) {
+  const int parts = parts_for(rows * cols, kMinParallelElems, rows);
+  run_parts(parts, [&](int t, int p) {
+    const size_t b = split(rows, 1, t, p), e = split(rows, 1, t + 1, p);
+    if (b < e) ops.softmax(x + b * cols, y + b * cols, e - b, cols);
+  });
+}
+
+void gemm_small_f32(const DenseOps& ops, const float* w, const float* x, const float* bias, float* y, size_t n_rows,
+                    size_t k, size_t m, float clamp_min, float clamp_max) {
+  if (n_rows == 0 || m == 0) return;
+  const int parts = parts_for(n_rows * k * m, kMinParallelMacs, n_rows / 16);
+  run_parts(parts, [&](int t, int p) {
+    ops.gemm(w, x, bias, y, n_rows, k, m, split(n_rows, 16, t, p), split(n_rows, 16, t + 1, p), clamp_min,
+             clamp_max);
+  });
+}
+
+void gelu_f32(const float* x, float* y, size_t n, bool tanh_approx) {
+  gelu_f32(default_dense_ops(), x, y, n, tanh_approx);
+}
+
+void softmax_f32(const float* x, float* y, size_t rows, size_t cols) {
+  softmax_f32(default_dense_ops(), x, y, rows, cols);
+}
+
+void gemv_f32(const float* w, const float* x, const float* bias_or_null, float* y, size_t n_rows, size_t k,
+              float clamp_min, float clamp_max) {
+  gemm_small_f32(default_dense_ops(), w, x, bias_or_null, y, n_rows, k, 1, clamp_min, clamp_max);
+}
+
+void gemm_small_f32(const float* w, const float* x, const float* bias, float* y, size_t n_rows, size_t k, size_t m,
+                    float clamp_min, float clamp_max) {
+  gemm_small_f32(default_dense_ops(), w, x, bias, y, n_rows, k, m, clamp_min, clamp_max);
+}
+
+}  // namespace zs

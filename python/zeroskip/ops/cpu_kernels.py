@@ -1,0 +1,71 @@
+"""torch tensors through zeroskip's own dense C++ kernels (GELU, softmax, small-batch Linear).
+
+torch's transcendental functions use accurate, slow routines on CPUs that split 256-bit ops, and its
+BLAS sgemv is slow on some x86 parts; these kernels (csrc/cpu/dense*) do better there. Tensors cross
+as numpy views of the same memory: nothing is copied. Callers pass float32, contiguous CPU tensors.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from zeroskip import _C
+
+__all__ = ["available", "gelu", "gelu_out", "linear_small", "softmax"]
+
+
+def available() -> bool:
+    return hasattr(_C, "gelu") and hasattr(_C, "softmax") and hasattr(_C, "gemv")
+
+
+_HAVE = available()
+
+
+def gelu(x: torch.Tensor, approximate: str = "none") -> torch.Tensor:
+    if not _HAVE or x.dtype != torch.float32 or not x.is_contiguous():
+        return torch.nn.functional.gelu(x, approximate=approximate)
+    y = torch.empty_like(x)
+    _C.gelu(x.numpy(), y.numpy(), approximate, None)
+    return y
+
+
+def gelu_out(out: torch.Tensor, x: torch.Tensor, approximate: str = "none") -> None:
+    if not _HAVE or x.dtype != torch.float32 or not x.is_contiguous():
+        torch.ops.aten.gelu.out(x, approximate=approximate, out=out)
+    else:
+        _C.gelu(x.numpy(), out.numpy(), approximate, None)
+
+
+def softmax(x: torch.Tensor) -> torch.Tensor:
+    """Softmax along the last dim of a float32 contiguous tensor."""
+    if not _HAVE:
+        return torch.softmax(x, -1)
+    y = torch.empty_like(x)
+    _C.softmax(x.numpy(), y.numpy(), None)
+    return y
+
+
+def linear_small(wt: torch.Tensor, bias: torch.Tensor | None, x_shape: tuple[int, ...], relu: bool) -> Any:
+    """A Linear for inputs of shape `x_shape` with few rows (M <= 4) through the dense GEMV kernel,
+    or None when the kernel is missing or the shapes do not fit it."""
+    if not _HAVE or wt.dtype != torch.float32 or (bias is not None and bias.dtype != torch.float32):
+        return None
+    n, k = wt.shape
+    m = math.prod(x_shape[:-1])
+    if not x_shape or x_shape[-1] != k or not 1 <= m <= 4:
+        return None
+    w_np = wt.contiguous().numpy()
+    b_np = None if bias is None else bias.contiguous().reshape(n).numpy()
+    lo, hi = (0.0, math.inf) if relu else (-math.inf, math.inf)
+    out_shape = (*x_shape[:-1], n)
+    gemv, empty, f32 = _C.gemv, torch.empty, torch.float32
+
+    def run(x: torch.Tensor, *_: Any) -> torch.Tensor:
+        y = empty(out_shape, dtype=f32)
+        gemv(w_np, x.reshape(m, k).contiguous().numpy(), b_np, y.view(m, n).numpy(), lo, hi, None)
+        return y
+
+    return run

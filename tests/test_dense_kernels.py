@@ -1,0 +1,300 @@
+"""Dense kernels (gelu, softmax, gemv) on every ISA this CPU runs, against float64 numpy references.
+
+numpy + pytest only (runs under qemu on arm64 too). ISAs compiled in but not runnable here are
+reported as skipped. Error bounds: conftest.TOLERANCE.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from conftest import TOLERANCE, reference_spmm
+from zeroskip import InputError, KernelError, dense
+
+F32 = np.float32
+ISAS = [
+    pytest.param(
+        d["isa"], id=d["isa"], marks=pytest.mark.skipif(not d["runnable"], reason=f"CPU lacks {d['isa']}")
+    )
+    for d in dense.isas()
+]
+SIZES = (0, 1, 7, 8, 9, 15, 16, 17, 31, 33, 1023)
+_SPECIAL = [
+    0.0,
+    -0.0,
+    np.inf,
+    -np.inf,
+    np.nan,
+    1e-45,
+    -1e-45,
+    1e-40,
+    -1e-40,
+    1e-30,
+    -1e-30,
+    1e-7,
+    -1e-7,
+    3e38,
+]
+_SPECIAL += [-3e38, 88.0, -88.0, 100.0, -100.0, 1e4, -1e4, 5.0, -5.0, 6.36, -6.36, 6.37, -6.37, 12.0, -12.0]
+SPECIAL = np.array(_SPECIAL, dtype=F32)
+_erfc = np.vectorize(math.erfc, otypes=[np.float64])
+
+
+def _inputs(rng: np.random.Generator, n: int) -> np.ndarray:
+    """n values: normal, wide, specials and denormals mixed in."""
+    x = (rng.standard_normal(n) * rng.choice([0.1, 1.0, 4.0, 20.0], n)).astype(F32)
+    if n:
+        k = min(n, len(SPECIAL))
+        x[rng.choice(n, k, replace=False)] = SPECIAL[rng.choice(len(SPECIAL), k, replace=False)]
+    return x
+
+
+def _same_specials(y: np.ndarray, ref: np.ndarray, what: str) -> np.ndarray:
+    """NaN / inf where the reference has them; returns the mask of finite reference values."""
+    nan = np.isnan(ref)
+    assert np.array_equal(np.isnan(y), nan), f"{what}: NaN at {np.argwhere(np.isnan(y) != nan)[:5].ravel()}"
+    inf = np.isinf(ref)
+    assert np.array_equal(y[inf], ref[inf].astype(F32)), f"{what}: inf mismatch"
+    return ~(nan | inf)
+
+
+def _check(y: np.ndarray, ref: np.ndarray, bound: np.ndarray, x: np.ndarray, what: str) -> None:
+    assert y.dtype == F32, what
+    assert y.shape == ref.shape, what
+    fin = _same_specials(y, ref, what)
+    with np.errstate(invalid="ignore"):
+        err = np.abs(y.astype(np.float64) - ref)
+    bad = np.argwhere(fin & ~(err <= bound))
+    if bad.size:
+        i = tuple(bad[0])
+        raise AssertionError(
+            f"{what}: {len(bad)} wrong; first at {i}: x={x[i]!r} got {y[i]!r}, expected {ref[i]!r} "
+            f"(bound {bound[i]:.3g})"
+        )
+
+
+def gelu_erf_ref(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    x64 = x.astype(np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        ref = 0.5 * x64 * _erfc(-x64 / math.sqrt(2.0))
+        ref[np.isneginf(x64)] = 0.0
+    tol = TOLERANCE["gelu_erf"]
+    with np.errstate(invalid="ignore", over="ignore"):
+        bound = tol["rel"] * np.abs(ref) + tol["erf_abs"] * 0.5 * np.abs(x64)
+    # results within float32's subnormal range carry its absolute rounding
+    return ref, bound + np.finfo(F32).smallest_subnormal
+
+
+def gelu_tanh_ref(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    x64 = x.astype(np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        arg = 2.0 * math.sqrt(2.0 / math.pi) * (x64 + 0.044715 * x64**3)
+        ref = x64 / (1.0 + np.exp(-arg))  # = 0.5 x (1 + tanh(arg / 2)), without cancellation
+        ref[np.isneginf(x64)] = 0.0
+        ref[np.isposinf(x64)] = np.inf
+    tol = TOLERANCE["gelu_tanh"]
+    with np.errstate(invalid="ignore", over="ignore"):
+        bound = (tol["rel"] + tol["rel_per_arg"] * np.abs(arg)) * np.abs(ref) + tol["abs"]
+    return ref, np.where(np.isnan(bound), tol["abs"], bound)  # inf * 0 where the result is 0
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_gelu(isa, approximate, rng):
+    ref_fn = gelu_erf_ref if approximate == "none" else gelu_tanh_ref
+    cases = [_inputs(rng, n) for n in SIZES]
+    cases += [SPECIAL, np.linspace(-15, 15, 30001, dtype=F32), _inputs(rng, 5000).reshape(50, 100)]
+    cases.append(
+        np.geomspace(1e-45, 3e38, 3000).astype(F32) * np.where(np.arange(3000) % 2, 1, -1).astype(F32)
+    )
+    for x in cases:
+        y = dense.gelu(x, approximate=approximate, isa=isa)
+        ref, bound = ref_fn(x)
+        _check(y, ref, bound, x, f"gelu[{approximate}] {isa} n={x.size}")
+    # exact specials
+    y = dense.gelu(np.array([np.inf, -np.inf, np.nan, 0.0], F32), approximate=approximate, isa=isa)
+    np.testing.assert_array_equal(y, np.array([np.inf, 0.0, np.nan, 0.0], F32))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_gelu_in_place_and_out(isa, rng):
+    x = _inputs(rng, 1001)
+    want = dense.gelu(x, isa=isa)
+    out = np.empty_like(x)
+    assert dense.gelu(x, out, isa=isa) is out
+    np.testing.assert_array_equal(out, want)
+    x2 = x.copy()
+    dense.gelu(x2, x2, isa=isa)
+    np.testing.assert_array_equal(x2, want)
+
+
+def softmax_ref(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    x64 = x.astype(np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        mx = x64.max(axis=-1, keepdims=True)
+        arg = x64 - mx
+        e = np.exp(arg)
+        ref = e / e.sum(axis=-1, keepdims=True)
+    tol = TOLERANCE["softmax"]
+    with np.errstate(invalid="ignore"):
+        rel = tol["rel"] + tol["rel_per_col"] * x.shape[-1] + tol["rel_per_arg"] * np.abs(arg)
+        bound = rel * ref + tol["abs"]
+    return ref, bound
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_softmax(isa, rng):
+    cases = []
+    for cols in [*range(1, 34), 127, 128, 1000, 4099]:
+        cases.append((rng.standard_normal((3, cols)) * 5).astype(F32))
+    cases.append((rng.standard_normal((2, 4, 16, 16)) * 30).astype(F32))
+    cases.append(np.full((2, 7), -1e30, F32))  # equal large negatives
+    cases.append(np.array([[-100.0, 0.0, -200.0, 3.0, -1e4, 88.0, -88.0, 1e-40, 0.5]], F32))
+    for x in cases:
+        y = dense.softmax(x, isa=isa)
+        ref, bound = softmax_ref(x)
+        _check(y, ref, bound, x, f"softmax {isa} {x.shape}")
+        sums = y.astype(np.float64).sum(axis=-1)
+        assert np.all(np.abs(sums - 1) <= 1e-5), f"softmax {isa} {x.shape}: row sums {sums}"
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_softmax_specials(isa):
+    """Like torch.softmax: a row with NaN, +inf, or only -inf is NaN everywhere; -inf entries give 0."""
+    inf, nan = np.inf, np.nan
+    x = np.array(
+        [
+            [-inf, -inf, -inf],
+            [inf, 1.0, 2.0],
+            [nan, 1.0, 2.0],
+            [-inf, 0.0, -inf],
+            [1.0, -inf, 1.0],
+        ],
+        F32,
+    )
+    for cols in (3, 17):  # vector and tail paths
+        xx = np.full((5, cols), -inf, F32)
+        xx[:, :3] = x
+        xx[1:3, 3:] = 0.0
+        xx[4, 3:] = 1.0
+        y = dense.softmax(xx, isa=isa)
+        assert np.isnan(y[:3]).all()
+        assert y[3, 1] == 1.0
+        assert (y[3, [0, 2]] == 0).all()
+        assert (y[3, 3:] == 0).all()
+        k = (xx[4] == 1.0).sum()
+        np.testing.assert_allclose(y[4][xx[4] == 1.0], 1.0 / k, rtol=1e-6)
+        assert (y[4][xx[4] == -inf] == 0).all()
+    assert dense.softmax(np.zeros((0, 5), F32), isa=isa).shape == (0, 5)
+    assert dense.softmax(np.zeros((4, 0), F32), isa=isa).shape == (4, 0)
+    np.testing.assert_array_equal(dense.softmax(np.array([[3.0], [-inf]], F32), isa=isa)[0], [1.0])
+    x = np.random.default_rng(5).standard_normal((3, 40)).astype(F32)
+    want = dense.softmax(x, isa=isa)
+    dense.softmax(x, x, isa=isa)
+    np.testing.assert_array_equal(x, want)
+
+
+def _gemv_check(y, w, x, bias, clamp, what):
+    xm = x.reshape(1, -1) if x.ndim == 1 else x
+    ref, bound = reference_spmm(w, xm.T, bias)  # (N, M)
+    if clamp is not None:
+        ref = np.clip(ref, clamp[0], clamp[1])
+    got = y.reshape(xm.shape[0], w.shape[0]).T.astype(np.float64)
+    err = np.abs(got - ref)
+    bad = np.argwhere(~(err <= bound))
+    assert not bad.size, (
+        f"{what}: {len(bad)} wrong; first {tuple(bad[0])}: {got[tuple(bad[0])]} vs {ref[tuple(bad[0])]}"
+    )
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_gemv(isa, rng):
+    shapes = [
+        (1, 1),
+        (1, 7),
+        (3, 8),
+        (4, 9),
+        (5, 15),
+        (7, 16),
+        (9, 17),
+        (13, 33),
+        (64, 64),
+        (37, 100),
+        (130, 257),
+    ]
+    shapes += [(512, 256), (8, 0), (0, 8)]
+    for n, k in shapes:
+        w = rng.standard_normal((n, k)).astype(F32)
+        bias = rng.standard_normal(n).astype(F32)
+        for m in (None, 1, 2, 3, 4, 5, 9):
+            x = rng.standard_normal(k if m is None else (m, k)).astype(F32)
+            for b, clamp in ((None, None), (bias, None), (bias, (0.0, np.inf)), (None, (-0.5, 0.5))):
+                y = dense.gemv(w, x, b, clamp=clamp, isa=isa)
+                assert y.shape == ((n,) if m is None else (m, n))
+                assert y.dtype == F32
+                _gemv_check(y, w, x, b, clamp, f"gemv {isa} {n}x{k} m={m} bias={b is not None} clamp={clamp}")
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_gemv_threads_and_specials(isa, rng):
+    from zeroskip import kernels
+
+    w = rng.standard_normal((1000, 300)).astype(F32)
+    x = rng.standard_normal(300).astype(F32)
+    before = kernels.num_threads()
+    try:
+        kernels.set_num_threads(1)
+        one = dense.gemv(w, x, isa=isa)
+        kernels.set_num_threads(3)
+        np.testing.assert_array_equal(dense.gemv(w, x, isa=isa), one)
+    finally:
+        kernels.set_num_threads(before)
+    _gemv_check(one, w, x, None, None, f"gemv {isa} threads")
+    x[5] = np.nan
+    assert np.isnan(dense.gemv(w, x, clamp=(0.0, 1.0), isa=isa)).all()  # clamp keeps NaN
+
+
+def test_errors():
+    x = np.ones(8, F32)
+    with pytest.raises(InputError, match="float32"):
+        dense.gelu(np.ones(8))
+    with pytest.raises(InputError, match="contiguous"):
+        dense.gelu(np.ones(16, F32)[::2])
+    with pytest.raises(InputError, match="approximate"):
+        dense.gelu(x, approximate="fast")
+    with pytest.raises(InputError, match="shape"):
+        dense.gelu(x, np.empty(9, F32))
+    ro = np.empty(8, F32)
+    ro.flags.writeable = False
+    with pytest.raises(InputError, match="read-only"):
+        dense.softmax(x, ro)
+    buf = np.ones(16, F32)
+    with pytest.raises(InputError, match="overlaps"):
+        dense.softmax(buf[:8], buf[4:12])
+    with pytest.raises(KernelError):
+        dense.gelu(x, isa="nope")
+    w = np.ones((4, 8), F32)
+    with pytest.raises(InputError, match="x has shape"):
+        dense.gemv(w, np.ones(7, F32))
+    with pytest.raises(InputError, match="out has shape"):
+        dense.gemv(w, x, out=np.empty(5, F32))
+    with pytest.raises(InputError, match="bias"):
+        dense.gemv(w, x, np.ones(3, F32))
+    big = np.ones(40, F32)
+    with pytest.raises(InputError, match="share memory"):
+        dense.gemv(big[:32].reshape(4, 8), x, out=big[28:32])
+    with pytest.raises(InputError, match="clamp"):
+        dense.gemv(w, x, clamp=(1.0, 0.0))
+    with pytest.raises(InputError, match="2-D"):
+        dense.gemv(np.ones(8, F32), x)
+
+
+def test_default_isa_is_fastest_runnable():
+    isas = dense.isas()
+    default = [d["isa"] for d in isas if d["default"]]
+    assert len(default) == 1
+    rank = {"scalar": 0, "neon": 1, "avx2": 1, "avx512": 2}
+    best = max((d for d in isas if d["runnable"]), key=lambda d: rank[d["isa"]])
+    assert default[0] == best["isa"]
