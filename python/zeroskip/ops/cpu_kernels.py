@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import torch
 
 from zeroskip import _C
@@ -22,6 +23,9 @@ def available() -> bool:
 
 
 _HAVE = available()
+# Rows up to which the GEMV kernel is offered as a Linear candidate (it streams the weight once per 4
+# rows); the planner times it against torch's linear and keeps the faster.
+SMALL_M = 16
 
 
 def gelu(x: torch.Tensor, approximate: str = "none") -> torch.Tensor:
@@ -49,23 +53,27 @@ def softmax(x: torch.Tensor) -> torch.Tensor:
 
 
 def linear_small(wt: torch.Tensor, bias: torch.Tensor | None, x_shape: tuple[int, ...], relu: bool) -> Any:
-    """A Linear for inputs of shape `x_shape` with few rows (M <= 4) through the dense GEMV kernel,
+    """A Linear for inputs of shape `x_shape` with few rows (M <= SMALL_M) through the GEMV kernel,
     or None when the kernel is missing or the shapes do not fit it."""
     if not _HAVE or wt.dtype != torch.float32 or (bias is not None and bias.dtype != torch.float32):
         return None
     n, k = wt.shape
     m = math.prod(x_shape[:-1])
-    if not x_shape or x_shape[-1] != k or not 1 <= m <= 4:
+    if not x_shape or x_shape[-1] != k or not 1 <= m <= SMALL_M:
         return None
     w_np = wt.contiguous().numpy()
     b_np = None if bias is None else bias.contiguous().reshape(n).numpy()
     lo, hi = (0.0, math.inf) if relu else (-math.inf, math.inf)
     out_shape = (*x_shape[:-1], n)
-    gemv, empty, f32 = _C.gemv, torch.empty, torch.float32
+    gemv, from_numpy, empty, f32 = _C.gemv, torch.from_numpy, np.empty, np.float32
+    # Reshapes happen on the numpy side: a torch reshape or empty() costs several times more here.
 
     def run(x: torch.Tensor, *_: Any) -> torch.Tensor:
-        y = empty(out_shape, dtype=f32)
-        gemv(w_np, x.reshape(m, k).contiguous().numpy(), b_np, y.view(m, n).numpy(), lo, hi, None)
-        return y
+        xn = x.numpy()
+        if not xn.flags.c_contiguous:
+            xn = np.ascontiguousarray(xn)
+        y = empty(out_shape, f32)
+        gemv(w_np, xn.reshape(m, k), b_np, y.reshape(m, n), lo, hi, None)
+        return from_numpy(y)
 
     return run

@@ -251,14 +251,16 @@ def _conv_prepare(
     return min((fast, plain), key=lambda f: _time(f, probe, W))
 
 
-def _time(fn: Any, *args: Any, repeat: int = 3) -> float:
+def _time(fn: Any, *args: Any, repeat: int = 5) -> float:
+    """Median seconds of `fn(*args)` after two warm-up calls: a quick, once-per-signature choice."""
     fn(*args)
-    best = float("inf")
+    fn(*args)
+    samples = []
     for _ in range(repeat):
         t0 = time.perf_counter()
         fn(*args)
-        best = min(best, time.perf_counter() - t0)
-    return best
+        samples.append(time.perf_counter() - t0)
+    return sorted(samples)[repeat // 2]
 
 
 @register("Conv", since=1, fresh=True, prepare=_conv_prepare)
