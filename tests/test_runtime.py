@@ -576,3 +576,46 @@ def test_onednn_conv_path_matches_torch(rng, activation):
     elif activation == "clip":
         want = want.clamp(-0.25, 0.5)
     np.testing.assert_allclose(fn(x).numpy(), want.numpy(), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("rows", [(1,), (3,), (2, 2), (16,)])
+@pytest.mark.parametrize(("relu", "with_bias"), [(False, True), (True, True), (False, False)])
+def test_small_batch_linear_kernel_matches_torch(rng, rows, relu, with_bias):
+    from zeroskip.ops import cpu_kernels
+
+    if not cpu_kernels.available():
+        pytest.skip("the dense kernels are not in this build")
+    wt = torch.from_numpy(rng.standard_normal((37, 70)).astype(np.float32))
+    b = torch.from_numpy(rng.standard_normal(37).astype(np.float32)) if with_bias else None
+    fn = cpu_kernels.linear_small(wt, b, (*rows, 70), relu)
+    assert fn is not None
+    x = torch.from_numpy(rng.standard_normal((*rows, 70)).astype(np.float32))
+    want = torch.nn.functional.linear(x, wt, b)
+    if relu:
+        want = want.relu()
+    for xin in (x, x.transpose(0, -1).contiguous().transpose(0, -1)):  # contiguous and strided input
+        got = fn(xin)
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-5)
+    assert cpu_kernels.linear_small(wt, b, (17, 70), relu) is None  # too many rows for the kernel
+
+
+def test_gelu_and_softmax_wrappers_match_torch(rng):
+    from zeroskip.ops import cpu_kernels
+
+    x = torch.from_numpy((4 * rng.standard_normal((3, 5, 33))).astype(np.float32))
+    for approx in ("none", "tanh"):
+        want = torch.nn.functional.gelu(x, approximate=approx)
+        np.testing.assert_allclose(cpu_kernels.gelu(x, approx).numpy(), want.numpy(), rtol=1e-5, atol=2e-6)
+        np.testing.assert_allclose(
+            cpu_kernels.gelu(x.transpose(1, 2), approx).numpy(),
+            want.transpose(1, 2).numpy(),
+            rtol=1e-5,
+            atol=2e-6,
+        )
+        out = torch.empty_like(x)
+        cpu_kernels.gelu_out(out, x, approx)
+        np.testing.assert_allclose(out.numpy(), want.numpy(), rtol=1e-5, atol=2e-6)
+    np.testing.assert_allclose(
+        cpu_kernels.softmax(x).numpy(), torch.softmax(x, -1).numpy(), rtol=1e-5, atol=1e-7
+    )
