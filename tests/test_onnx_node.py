@@ -89,7 +89,7 @@ BF16_RTOL = 2.0**-6  # 2 ulps: one ulp is up to 2**-7 relative
 
 
 def _run(model: Any, feeds: dict[str, np.ndarray]) -> list[list[np.ndarray]]:
-    """Outputs of the first run (interpreted while tracing) and of the second (the compiled plan)."""
+    """Outputs of the first run (traced, then planned) and of the second (the cached plan)."""
     import zeroskip
 
     sess = zeroskip.load(model, options={"min_buffer_bytes": 0})

@@ -236,11 +236,13 @@ class Program:
             plan = self._plans.get(key)
             if plan is not None:
                 return plan(feeds)
-            outs, sig = self._trace(feeds)
+            _, sig = self._trace(feeds)
             plan = self._plans[key] = Plan(self, sig)
             if len(self._plans) > _MAX_SIGNATURES:
                 self._plans.popitem(last=False)
-            return [o.clone() if c else o for o, c in zip(outs, plan.copied_outputs)]
+            # Answer from the compiled plan, not the trace: it may use other kernels (rounding
+            # differently), and every later run of this shape will be the plan's.
+            return plan(feeds)
 
     def plan_for(self, feeds: Sequence[torch.Tensor]) -> Plan | None:
         for key, plan in self._plans.items():
