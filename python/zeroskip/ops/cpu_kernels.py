@@ -52,6 +52,46 @@ def softmax(x: torch.Tensor) -> torch.Tensor:
     return y
 
 
+def depthwise_conv(
+    w: torch.Tensor,
+    bias: torch.Tensor | None,
+    x_shape: tuple[int, ...],
+    strides: tuple[int, ...],
+    pads: tuple[int, ...],
+    dilations: tuple[int, ...],
+    group: int,
+    clamp: tuple[float, float] | None,
+) -> Any:
+    """A depthwise 2-D convolution (one 2-D filter per channel) through the C++ kernel, or None."""
+    if not hasattr(_C, "dwconv2d") or w.dtype != torch.float32 or len(x_shape) != 4:
+        return None
+    c = x_shape[1]
+    if group != c or w.shape[0] != c or w.shape[1] != 1 or (bias is not None and bias.dtype != torch.float32):
+        return None
+    n, _, h, wd = x_shape
+    kh, kw = w.shape[2], w.shape[3]
+    oh = (h + pads[0] + pads[2] - dilations[0] * (kh - 1) - 1) // strides[0] + 1
+    ow = (wd + pads[1] + pads[3] - dilations[1] * (kw - 1) - 1) // strides[1] + 1
+    if oh <= 0 or ow <= 0:
+        return None
+    w_np = w.contiguous().numpy()
+    b_np = None if bias is None else bias.contiguous().numpy()
+    lo, hi = clamp if clamp is not None else (-math.inf, math.inf)
+    out_shape = (n, c, oh, ow)
+    st, pd, dl = tuple(strides), (pads[0], pads[1], pads[2], pads[3]), tuple(dilations)
+    conv, from_numpy, empty, f32 = _C.dwconv2d, torch.from_numpy, np.empty, np.float32
+
+    def run(x: torch.Tensor, *_: Any) -> torch.Tensor:
+        xn = x.numpy()
+        if not xn.flags.c_contiguous:
+            xn = np.ascontiguousarray(xn)
+        y = empty(out_shape, f32)
+        conv(xn, w_np, b_np, y, st, pd, dl, lo, hi, None)
+        return from_numpy(y)
+
+    return run
+
+
 def linear_small(wt: torch.Tensor, bias: torch.Tensor | None, x_shape: tuple[int, ...], relu: bool) -> Any:
     """A Linear for inputs of shape `x_shape` with few rows (M <= SMALL_M) through the GEMV kernel,
     or None when the kernel is missing or the shapes do not fit it."""

@@ -6,6 +6,7 @@ swap in sparse kernels for them node by node. Their common cases are one torch c
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -243,12 +244,24 @@ def _conv_prepare(
         def plain(X: Tensor, *_: Any) -> Tensor:
             return conv(X, W, B, stride, pad, dil, group)
 
-    fast = _mkldnn_conv(W, B, tuple(xs), stride, pad, dil, group, activation, [clip_min, clip_max])
-    if fast is None:
+    bounds = (clip_min, clip_max) if activation == "clip" else (0.0, math.inf) if activation else None
+    candidates = [plain]
+    for make in (
+        lambda: _mkldnn_conv(W, B, tuple(xs), stride, pad, dil, group, activation, [clip_min, clip_max]),
+        lambda: cpu_kernels.depthwise_conv(W, B, tuple(xs), stride, tuple(begin + end), dil, group, bounds),
+    ):
+        fn = make()
+        if fn is not None:
+            candidates.append(fn)
+    if len(candidates) == 1:
         return plain
-    # Neither path wins everywhere (oneDNN's fixed cost dominates tiny convs): time both on this shape.
+    # No path wins everywhere (oneDNN's fixed cost dominates tiny convs): time them on this shape, after
+    # checking each agrees with torch's convolution on the probe.
     probe = torch.randn(xs)
-    return min((fast, plain), key=lambda f: _time(f, probe, W))
+    want = plain(probe)
+    tol = 1e-4 * float(want.abs().max()) + 1e-6
+    ok = [f for f in candidates if f is plain or torch.allclose(f(probe), want, rtol=1e-4, atol=tol)]
+    return min(ok, key=lambda f: _time(f, probe, W))
 
 
 def _time(fn: Any, *args: Any, repeat: int = 5) -> float:
