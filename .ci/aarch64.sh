@@ -10,7 +10,7 @@
 # Environment:
 #   ZS_ARM_ROOT   arm64 Debian bookworm rootfs, made once and reused
 #                 (default build/arm64-root)
-#   ZS_ARM_TESTS  test files to run (default tests/test_kernels.py tests/test_formats.py)
+#   ZS_ARM_TESTS  test files to run (default tests/test_kernels.py tests/test_formats.py tests/test_dense_kernels.py)
 #
 # Needs root for apt-get and mmdebstrap (as in CI). See shared/TOOLCHAIN.md,
 # "ARM NEON (cross-compiled, run under qemu)".
@@ -30,7 +30,7 @@ ROOT=${ZS_ARM_ROOT:-build/arm64-root}
 mkdir -p "$(dirname "$ROOT")"
 ROOT=$(cd "$(dirname "$ROOT")" && pwd)/$(basename "$ROOT")
 export ZS_ARM_ROOT=$ROOT
-read -r -a TESTS <<<"${ZS_ARM_TESTS:-tests/test_kernels.py tests/test_formats.py}"
+read -r -a TESTS <<<"${ZS_ARM_TESTS:-tests/test_kernels.py tests/test_formats.py tests/test_dense_kernels.py}"
 
 SUDO=()
 [[ $(id -u) -eq 0 ]] || SUDO=(sudo)

@@ -12,7 +12,7 @@ start=$SECONDS
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 
-preload="" opts=() tests=(tests/test_kernels.py tests/test_formats.py)
+preload="" opts=() tests=(tests/test_kernels.py tests/test_formats.py tests/test_dense_kernels.py)
 case "$variant" in
   sanitize)
     opts=(-Ccmake.define.ZEROSKIP_SANITIZE=ON)
@@ -24,7 +24,7 @@ case "$variant" in
       apt-get update -qq && apt-get install -y -qq --no-install-recommends libsimde-dev >/dev/null
     fi
     opts=(-Ccmake.define.ZEROSKIP_EMULATE_AVX512=ON)
-    tests=(tests/test_kernels.py -k avx512)
+    tests=(tests/test_kernels.py tests/test_dense_kernels.py -k avx512)
     ;;
   *) echo "unknown variant '$variant'" >&2; exit 2 ;;
 esac

@@ -1,14 +1,17 @@
-"""Dense kernel benchmark: zeroskip gelu / softmax / gemv against torch (and numpy for gemv).
+"""Dense kernel benchmark: zeroskip gelu / softmax / gemv / depthwise conv against torch (and numpy
+for gemv).
 
-    python bench/dense.py            # full run (about a minute on 2 cores)
-    python bench/dense.py --quick    # fewer rounds
+    python bench/dense.py                 # full run (about two minutes on 2 cores)
+    python bench/dense.py --quick         # fewer rounds
+    python bench/dense.py --only dwconv   # cases whose label contains "dwconv"
 
 For each case, zeroskip and torch are timed in the same process, interleaved round by round, so
 machine noise hits them alike; each time is the median over rounds, in microseconds, outputs
 preallocated. numpy (OpenBLAS, whose pool busy-waits after each call) is timed on its own after
 them. Threads: 1, then 2 (zeroskip's and torch's OpenMP pools, OpenBLAS's own), set per section.
 "ratio" is torch time / zeroskip time (> 1: zeroskip faster). Last, the per-call overhead of the
-bindings on tiny inputs.
+bindings on tiny inputs. Depthwise cases: the MobileNet-v2 3x3 depthwise layers at batch 1 (pad 1,
+stride s1/s2, fused ReLU6), against torch F.conv2d(groups=C) (which allocates its output).
 """
 
 from __future__ import annotations
@@ -114,6 +117,29 @@ def cases(
                     lambda w=w, x=x, b=b, yn=yn: np.add(np.matmul(x, w.T, out=yn), b, out=yn),
                 )
             )
+    mbv2 = [(32, 112, 1), (96, 112, 2), (144, 56, 1), (144, 56, 2), (192, 28, 1), (192, 28, 2)]
+    mbv2 += [(384, 14, 1), (576, 14, 1), (576, 14, 2), (960, 7, 1), (16, 16, 1)]
+    for c, hw, s in mbv2:
+        x = rng.standard_normal((1, c, hw, hw)).astype(np.float32)
+        w = (rng.standard_normal((c, 1, 3, 3)) / 3).astype(np.float32)
+        b = rng.standard_normal(c).astype(np.float32)
+        o = (hw + 2 - 3) // s + 1
+        y = np.empty((1, c, o, o), np.float32)
+        xt, wt, bt = torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b)
+        out.append(
+            (
+                f"dwconv 3x3 s{s} (1,{c},{hw},{hw})",
+                {
+                    "zeroskip": lambda x=x, w=w, b=b, y=y, s=s: _C.dwconv(
+                        x, w, b, y, (s, s), (1, 1, 1, 1), (1, 1), 0.0, 6.0
+                    ),
+                    "torch": lambda xt=xt, wt=wt, bt=bt, s=s, c=c: F.relu6(
+                        F.conv2d(xt, wt, bt, stride=s, padding=1, groups=c), inplace=True
+                    ),
+                },
+                None,
+            )
+        )
     return out
 
 
@@ -152,10 +178,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="shorter time budget per case")
     ap.add_argument("--threads", default="1,2", help="comma-separated thread counts (default 1,2)")
+    ap.add_argument("--only", default="", help="run only the cases whose label contains this")
     args = ap.parse_args()
     budget = 0.15 if args.quick else 0.5
     rng = np.random.default_rng(0)
-    all_cases = cases(rng)
+    all_cases = [c for c in cases(rng) if args.only in c[0]]
     default = next(d["isa"] for d in dense.isas() if d["default"])
     versions = f"torch {torch.__version__}  numpy {np.__version__}  cpus={os.cpu_count()}"
     print(f"zeroskip dense isa={default}  {versions}")
@@ -176,7 +203,8 @@ def main() -> None:
             print(line, flush=True)
     torch.set_num_threads(1)
     kernels.set_num_threads(1)
-    overhead()
+    if not args.only:
+        overhead()
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Dense kernels (gelu, softmax, gemv) on every ISA this CPU runs, against float64 numpy references.
+"""Dense kernels (gelu, softmax, gemv, dwconv2d) on every ISA this CPU runs, against float64 numpy references.
 
 numpy + pytest only (runs under qemu on arm64 too). ISAs compiled in but not runnable here are
 reported as skipped. Error bounds: conftest.TOLERANCE.
@@ -289,6 +289,170 @@ def test_errors():
         dense.gemv(w, x, clamp=(1.0, 0.0))
     with pytest.raises(InputError, match="2-D"):
         dense.gemv(np.ones(8, F32), x)
+
+
+def _out_size(n, k, stride, pad0, pad1, dil):
+    span = dil * (k - 1) + 1
+    return max(0, (n + pad0 + pad1 - span) // stride + 1) if n + pad0 + pad1 >= span else 0
+
+
+def dwconv_ref(x, w, bias, strides, pads, dilations):
+    """float64 depthwise conv (zero padding) and its error bound (conftest's float32 dot-product scheme)."""
+    n, c, h, wd = x.shape
+    kh, kw = w.shape[2:]
+    (sh, sw), (pt, pl, pb, pr), (dh, dw) = strides, pads, dilations
+    oh, ow = _out_size(h, kh, sh, pt, pb, dh), _out_size(wd, kw, sw, pl, pr, dw)
+    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+    ref = np.zeros((n, c, oh, ow))
+    scale = np.zeros((n, c, oh, ow))
+    if oh and ow:
+        for i in range(kh):
+            for j in range(kw):
+                rows = slice(i * dh, i * dh + (oh - 1) * sh + 1, sh)
+                win = xp[:, :, rows, j * dw : j * dw + (ow - 1) * sw + 1 : sw]
+                wij = w[:, 0, i, j].astype(np.float64)[None, :, None, None]
+                ref += wij * win
+                scale += np.abs(wij * win)
+    if bias is not None:
+        ref += bias.astype(np.float64)[None, :, None, None]
+        scale += np.abs(bias.astype(np.float64))[None, :, None, None]
+    tol = TOLERANCE[np.float32]
+    return ref, tol["rel_to_abs_sum"] * (kh * kw + 1) * scale + tol["abs"]
+
+
+def _dw_check(isa, x, w, bias, strides, pads, dilations, clamp, what=""):
+    y = dense.dwconv2d(x, w, bias, strides=strides, pads=pads, dilations=dilations, clamp=clamp, isa=isa)
+    ref, bound = dwconv_ref(x, w, bias, strides, pads, dilations)
+    if clamp is not None:
+        ref = np.clip(ref, clamp[0], clamp[1])
+    label = f"dwconv {isa} x={x.shape} w={w.shape} s={strides} p={pads} d={dilations} clamp={clamp} {what}"
+    assert y.shape == ref.shape, label
+    assert y.dtype == F32, label
+    err = np.abs(y.astype(np.float64) - ref)
+    bad = np.argwhere(~(err <= bound))
+    if bad.size:
+        i = tuple(bad[0])
+        raise AssertionError(f"{label}: {len(bad)} wrong; first at {i}: got {y[i]!r}, expected {ref[i]!r}")
+    return y
+
+
+DW_SIZES = (1, 2, 3, 7, 8, 9, 16, 17, 33)
+DW_KERNELS = ((1, 1), (3, 3), (5, 5), (7, 7), (3, 1))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_dwconv_kernels_strides_dilations(isa, rng):
+    """Every filter size x stride x dilation, with symmetric, asymmetric, zero and oversized pads."""
+    pads_list = ((0, 0, 0, 0), (1, 1, 1, 1), (2, 0, 1, 3), (0, 5, 4, 0), (9, 9, 9, 9))
+    for kh, kw in DW_KERNELS:
+        for sh, sw in ((1, 1), (2, 2), (3, 3), (1, 2), (2, 1)):
+            for d in ((1, 1), (2, 2), (1, 2)):
+                pads = pads_list[rng.integers(len(pads_list))]
+                n, c = (1, 16) if rng.random() < 0.5 else (3, 5)
+                h, wd = (17, 33) if rng.random() < 0.5 else (9, 16)
+                x = rng.standard_normal((n, c, h, wd)).astype(F32)
+                w = rng.standard_normal((c, 1, kh, kw)).astype(F32)
+                bias = rng.standard_normal(c).astype(F32) if rng.random() < 0.5 else None
+                clamp = (0.0, 6.0) if rng.random() < 0.3 else None
+                _dw_check(isa, x, w, bias, (sh, sw), pads, d, clamp)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_dwconv_sizes(isa, rng):
+    """Every H x W in DW_SIZES (edge columns, partial vectors), the MobileNet 3x3 paths and others."""
+    for h in DW_SIZES:
+        for wd in DW_SIZES:
+            kh, kw = DW_KERNELS[rng.integers(len(DW_KERNELS))]
+            for strides in ((1, 1), (2, 2)):
+                x = rng.standard_normal((1, 5, h, wd)).astype(F32)
+                for kk in ((3, 3), (kh, kw)):
+                    w = rng.standard_normal((5, 1, *kk)).astype(F32)
+                    pads = (kk[0] // 2, kk[1] // 2, kk[0] // 2, kk[1] // 2)
+                    bias = rng.standard_normal(5).astype(F32) if rng.random() < 0.5 else None
+                    clamp = (0.0, 6.0) if rng.random() < 0.5 else None
+                    d = (2, 2) if rng.random() < 0.25 else (1, 1)
+                    _dw_check(isa, x, w, bias, strides, pads, d, clamp)
+                    pads = tuple(int(v) for v in rng.integers(0, 4, 4))
+                    _dw_check(isa, x, w, bias, strides, pads, d, clamp)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_dwconv_mobilenet_shapes_and_threads(isa, rng):
+    from zeroskip import kernels
+
+    before = kernels.num_threads()
+    try:
+        for c, hw, s in ((32, 56, 1), (24, 56, 2), (3, 40, 1), (1, 64, 2), (96, 7, 1), (64, 15, 2)):
+            x = rng.standard_normal((1, c, hw, hw)).astype(F32)
+            w = rng.standard_normal((c, 1, 3, 3)).astype(F32)
+            bias = rng.standard_normal(c).astype(F32)
+            kernels.set_num_threads(1)
+            one = _dw_check(isa, x, w, bias, (s, s), (1, 1, 1, 1), (1, 1), (0.0, 6.0))
+            for nt in (2, 3):
+                kernels.set_num_threads(nt)
+                y = dense.dwconv2d(x, w, bias, strides=(s, s), pads=(1, 1, 1, 1), clamp=(0.0, 6.0), isa=isa)
+                np.testing.assert_array_equal(y, one)
+    finally:
+        kernels.set_num_threads(before)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_dwconv_empty_and_specials(isa):
+    w = np.ones((4, 1, 5, 5), F32)
+    # window larger than the padded input: zero-sized output
+    y = dense.dwconv2d(np.ones((2, 4, 3, 9), F32), w, isa=isa)
+    assert y.shape == (2, 4, 0, 5)
+    assert dense.dwconv2d(np.ones((0, 4, 9, 9), F32), w, isa=isa).shape == (0, 4, 5, 5)
+    no_channels = dense.dwconv2d(np.ones((1, 0, 9, 9), F32), np.ones((0, 1, 3, 3), F32), isa=isa)
+    assert no_channels.shape == (1, 0, 7, 7)
+    # NaN and inf propagate to the outputs whose window holds them, clamp keeps NaN
+    x = np.zeros((1, 4, 9, 20), F32)
+    x[0, 1, 4, 10] = np.nan
+    x[0, 2, 4, 10] = np.inf
+    y = dense.dwconv2d(x, np.ones((4, 1, 3, 3), F32), pads=(1, 1, 1, 1), clamp=(0.0, 6.0), isa=isa)
+    assert np.isnan(y[0, 1, 3:6, 9:12]).all()
+    assert np.isnan(y[0, 1]).sum() == 9
+    assert (y[0, 2, 3:6, 9:12] == 6.0).all()
+    assert (y[0, 0] == 0).all()
+    assert (y[0, 3] == 0).all()
+
+
+def test_dwconv_errors():
+    x = np.ones((1, 4, 8, 8), F32)
+    w = np.ones((4, 1, 3, 3), F32)
+    with pytest.raises(InputError, match="float32"):
+        dense.dwconv2d(x.astype(np.float64), w)
+    with pytest.raises(InputError, match="4-D"):
+        dense.dwconv2d(np.ones((4, 8, 8), F32), w)
+    with pytest.raises(InputError, match="w has shape"):
+        dense.dwconv2d(x, np.ones((3, 1, 3, 3), F32))
+    with pytest.raises(InputError, match="w has shape"):
+        dense.dwconv2d(x, np.ones((4, 2, 3, 3), F32))
+    with pytest.raises(InputError, match="bias"):
+        dense.dwconv2d(x, w, np.ones(3, F32))
+    with pytest.raises(InputError, match="out has shape"):
+        dense.dwconv2d(x, w, out=np.empty((1, 4, 8, 8), F32))
+    with pytest.raises(InputError, match="strides"):
+        dense.dwconv2d(x, w, strides=(0, 1))
+    with pytest.raises(InputError, match="dilations"):
+        dense.dwconv2d(x, w, dilations=(1, 0))
+    with pytest.raises(InputError, match="pads"):
+        dense.dwconv2d(x, w, pads=(0, -1, 0, 0))
+    with pytest.raises(InputError, match="clamp"):
+        dense.dwconv2d(x, w, clamp=(1.0, 0.0))
+    with pytest.raises(InputError, match="contiguous"):
+        dense.dwconv2d(np.ones((1, 4, 8, 16), F32)[..., ::2], w)
+    ro = np.empty((1, 4, 6, 6), F32)
+    ro.flags.writeable = False
+    with pytest.raises(InputError, match="read-only"):
+        dense.dwconv2d(x, w, out=ro)
+    buf = np.ones(4 * 64 * 2, F32)
+    with pytest.raises(InputError, match="share memory"):
+        dense.dwconv2d(buf[:256].reshape(1, 4, 8, 8), w, out=buf[100:244].reshape(1, 4, 6, 6))
+    with pytest.raises(InputError, match="share memory"):
+        dense.dwconv2d(x, w, out=w.reshape(-1)[:36].reshape(1, 4, 3, 3), pads=(0, 0, 0, 0), strides=(2, 2))
+    with pytest.raises(KernelError):
+        dense.dwconv2d(x, w, isa="nope")
 
 
 def test_default_isa_is_fastest_runnable():

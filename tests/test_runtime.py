@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 from pathlib import Path
 
@@ -628,3 +629,24 @@ def test_first_and_later_runs_agree_bit_for_bit(rng):
     x = rng.standard_normal((2, 8)).astype(np.float32)
     first = s.run({"x": x})["y"]
     np.testing.assert_array_equal(first, s.run({"x": x})["y"])
+
+
+@pytest.mark.parametrize(
+    ("stride", "pads", "clamp"),
+    [(1, (1, 1, 1, 1), None), (2, (1, 1, 1, 1), (0.0, 6.0)), (1, (0, 2, 1, 0), (0.0, math.inf))],
+)
+def test_depthwise_conv_kernel_matches_torch(rng, stride, pads, clamp):
+    from zeroskip.ops import cpu_kernels
+
+    w = torch.from_numpy(rng.standard_normal((6, 1, 3, 3)).astype(np.float32))
+    b = torch.from_numpy(rng.standard_normal(6).astype(np.float32))
+    shape = (2, 6, 11, 9)
+    fn = cpu_kernels.depthwise_conv(w, b, shape, (stride, stride), pads, (1, 1), 6, clamp)
+    if fn is None:
+        pytest.skip("the depthwise kernel is not in this build")
+    x = torch.from_numpy(rng.standard_normal(shape).astype(np.float32))
+    xp = torch.nn.functional.pad(x, (pads[1], pads[3], pads[0], pads[2]))
+    want = torch.nn.functional.conv2d(xp, w, b, stride, 0, 1, 6)
+    if clamp is not None:
+        want = want.clamp(*clamp)
+    np.testing.assert_allclose(fn(x).numpy(), want.numpy(), rtol=1e-5, atol=1e-5)

@@ -4,6 +4,7 @@
 #include "dense.h"
 
 #include <cstdint>
+#include <vector>
 
 #include "spmm.h"
 
@@ -29,6 +30,9 @@ const DenseOps* const kTable[] = {
 // more than it saves (measured with bench/dense.py on a 2-core Zen 1).
 constexpr size_t kMinParallelMacs = size_t{1} << 17;   // gemm: n_rows * k * m
 constexpr size_t kMinParallelElems = size_t{1} << 14;  // gelu / softmax elements
+constexpr size_t kMinParallelDwMacs = size_t{1} << 17;  // depthwise conv: outputs * KH * KW
+// Depthwise conv: padded input rows per band are kept near this many floats (L1/L2 resident).
+constexpr size_t kDwBandFloats = size_t{1} << 14;
 
 int parts_for(size_t work, size_t min_work, size_t units) {
   if (work < min_work || units < 2) return 1;
@@ -106,6 +110,38 @@ void gemm_small_f32(const DenseOps& ops, const float* w, const float* x, const f
     ops.gemm(w, x, bias, y, n_rows, k, m, split(n_rows, 16, t, p), split(n_rows, 16, t + 1, p), clamp_min,
              clamp_max);
   });
+}
+
+void dwconv2d_f32(const DenseOps& ops, const float* x, const float* w, const float* bias, float* y,
+                  const DwConvShape& s, float clamp_min, float clamp_max) {
+  if (s.n == 0 || s.c == 0 || s.oh == 0 || s.ow == 0) return;
+  const size_t planes = s.n * s.c, units = planes * s.oh;
+  // Scratch: a band of padded rows for the widest vectors (16 lanes), at least one output row's.
+  const size_t wp = dwconv_row_floats(s, 16), span = s.dh * (s.kh - 1) + 1;
+  size_t band = kDwBandFloats / (wp * s.sh);
+  band = band < 1 ? 1 : (band > s.oh ? s.oh : band);
+  const size_t scratch_n = wp * ((band - 1) * s.sh + span) + 16;  // + 16: copy_row's last store
+  const int parts = parts_for(units * s.ow * s.kh * s.kw, kMinParallelDwMacs, units);
+  // Whole planes per part when there are enough of them, else rows.
+  const size_t align = planes >= 4 * static_cast<size_t>(parts) ? s.oh : 1;
+  run_parts(parts, [&](int t, int p) {
+    const size_t b = split(units, align, t, p), e = split(units, align, t + 1, p);
+    if (b >= e) return;
+    thread_local std::vector<float> scratch;
+    if (scratch.size() < scratch_n) scratch.resize(scratch_n);
+    ops.dwconv(x, w, bias, y, s, b, e, scratch.data(), scratch_n, clamp_min, clamp_max);
+  });
+}
+
+void dwconv2d_f32(const float* x, const float* w, const float* bias_or_null, float* y, size_t N, size_t C, size_t H,
+                  size_t W, size_t KH, size_t KW, size_t stride_h, size_t stride_w, size_t pad_top, size_t pad_left,
+                  size_t pad_bottom, size_t pad_right, size_t dil_h, size_t dil_w, float clamp_min,
+                  float clamp_max) {
+  if (KH == 0 || KW == 0 || stride_h == 0 || stride_w == 0 || dil_h == 0 || dil_w == 0) return;
+  DwConvShape s{N, C, H, W, KH, KW, stride_h, stride_w, pad_top, pad_left, pad_bottom, pad_right, dil_h, dil_w,
+                dwconv_out_size(H, KH, stride_h, pad_top, pad_bottom, dil_h),
+                dwconv_out_size(W, KW, stride_w, pad_left, pad_right, dil_w)};
+  dwconv2d_f32(default_dense_ops(), x, w, bias_or_null, y, s, clamp_min, clamp_max);
 }
 
 void gelu_f32(const float* x, float* y, size_t n, bool tanh_approx) {

@@ -1,5 +1,6 @@
 // Dense float32 kernels for the ops that torch runs slowly here: GELU (erf and
-// tanh forms), softmax over the last dim, and batch-1..small Linear (GEMV).
+// tanh forms), softmax over the last dim, batch-1..small Linear (GEMV), and
+// depthwise 2-D convolution (NCHW).
 // One table of function pointers per ISA (dense_impl.h, instantiated in
 // scalar/dense_f32_scalar.cc, x86/dense_f32_{avx2,avx512}.cc,
 // arm/dense_f32_neon.cc); the ISA is picked at run time with
@@ -12,6 +13,24 @@
 
 namespace zs {
 
+// A depthwise 2-D convolution (groups == C, one KH x KW filter per channel),
+// NCHW float32, zero padding: OH = (H + pad_t + pad_b - dil_h (KH - 1) - 1) / stride_h + 1,
+// likewise OW (both > 0 here).
+struct DwConvShape {
+  size_t n, c, h, w, kh, kw, sh, sw, pad_t, pad_l, pad_b, pad_r, dh, dw, oh, ow;
+};
+
+// Floats in one zero-padded input row of the depthwise kernel for vectors of
+// `lanes` floats: the padded width, and enough past it that every vector the
+// kernel loads (output width rounded up to whole vectors) stays inside; a
+// multiple of `lanes`.
+inline size_t dwconv_row_floats(const DwConvShape& s, size_t lanes) {
+  const size_t owr = (s.ow + lanes - 1) / lanes * lanes;
+  const size_t need = (owr - 1) * s.sw + (s.kw - 1) * s.dw + 1 + (s.sw == 2 ? lanes : 0);
+  const size_t padded = s.pad_l + s.w + s.pad_r;
+  return ((need > padded ? need : padded) + lanes - 1) / lanes * lanes;  // whole vectors
+}
+
 struct DenseOps {
   Isa isa;
   // y[i] = gelu(x[i]); exact (erf) form, or the tanh form when tanh_approx.
@@ -22,6 +41,12 @@ struct DenseOps {
   // w is n_rows x k, x is m x k, y is m x n_rows, all row-major; bias may be null.
   void (*gemm)(const float* w, const float* x, const float* bias, float* y, size_t n_rows, size_t k, size_t m,
                size_t rb, size_t re, float lo, float hi);
+  // Output rows [ub, ue) of the depthwise convolution, rows counted across all
+  // N * C planes (row u is row u % oh of plane u / oh): y = clamp(conv(x, w) + bias, lo, hi);
+  // w is C x KH x KW, bias may be null. scratch holds scratch_n floats, at least
+  // dwconv_row_floats(s, 16) * (dh (KH - 1) + 1) + 16 (zero-padded input rows).
+  void (*dwconv)(const float* x, const float* w, const float* bias, float* y, const DwConvShape& s, size_t ub,
+                 size_t ue, float* scratch, size_t scratch_n, float lo, float hi);
 };
 
 // Every ISA compiled into this build, fastest last (may include ones this CPU lacks).
@@ -36,6 +61,8 @@ void gelu_f32(const DenseOps& ops, const float* x, float* y, size_t n, bool tanh
 void softmax_f32(const DenseOps& ops, const float* x, float* y, size_t rows, size_t cols);
 void gemm_small_f32(const DenseOps& ops, const float* w, const float* x, const float* bias, float* y, size_t n_rows,
                     size_t k, size_t m, float clamp_min, float clamp_max);
+void dwconv2d_f32(const DenseOps& ops, const float* x, const float* w, const float* bias, float* y,
+                  const DwConvShape& s, float clamp_min, float clamp_max);
 
 // The same with the default ISA.
 void gelu_f32(const float* x, float* y, size_t n, bool tanh_approx);
@@ -44,6 +71,17 @@ void gemv_f32(const float* w, const float* x, const float* bias_or_null, float* 
               float clamp_min, float clamp_max);
 void gemm_small_f32(const float* w, const float* x, const float* bias, float* y, size_t n_rows, size_t k, size_t m,
                     float clamp_min = -__builtin_inff(), float clamp_max = __builtin_inff());
+// Depthwise conv2d, NCHW: x (N, C, H, W), w (C, 1, KH, KW), y (N, C, OH, OW);
+// output sizes from the formula above (nothing is written when either is <= 0).
+void dwconv2d_f32(const float* x, const float* w, const float* bias_or_null, float* y, size_t N, size_t C, size_t H,
+                  size_t W, size_t KH, size_t KW, size_t stride_h, size_t stride_w, size_t pad_top, size_t pad_left,
+                  size_t pad_bottom, size_t pad_right, size_t dil_h, size_t dil_w,
+                  float clamp_min = -__builtin_inff(), float clamp_max = __builtin_inff());
+// Output size along one axis (0 when the window does not fit).
+inline size_t dwconv_out_size(size_t in, size_t k, size_t stride, size_t pad0, size_t pad1, size_t dil) {
+  const size_t span = dil * (k - 1) + 1;
+  return in + pad0 + pad1 < span ? 0 : (in + pad0 + pad1 - span) / stride + 1;
+}
 
 // Per-ISA tables (defined in the per-ISA files).
 extern const DenseOps kDenseScalar;

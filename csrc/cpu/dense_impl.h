@@ -9,6 +9,10 @@
 //   hsums<N>(v, out)          out[i] = hsum(v[i]) for i < N
 //   pow2_rounded(t)          2^n for t = n + 1.5 * 2^23 (n integer in [-127, 127];
 //                            n = -127 gives 0): ((bits(t) << 23) + (127 << 23))
+//   even(a, b), odd(a, b)    the even / odd floats of the 2W at p, given a = load(p),
+//                            b = load(p + W), in an ISA-specific lane order that
+//                            unshuffle(v) puts back in memory order (the same
+//                            order for both, so sums of them stay consistent)
 //
 // Accuracy (measured by tests/test_dense_kernels.py against float64):
 //   exp      Cephes-style: n = round(x log2 e), r = x - n ln2 (two-part ln2),
@@ -18,6 +22,7 @@
 //            erf within ~3.5e-7 absolute, so |error| <~ 1.8e-7 |x| + a few ulp.
 //   gelu_tanh 0.5 x (1 + tanh(u)) computed as x * sigmoid(2u) = x e / (1 + e),
 //            e = exp(2u): a few ulp relative, also far in the negative tail.
+//   dwconv   bias + taps in row-major filter order, one FMA each.
 #pragma once
 
 #include <cstddef>
@@ -263,6 +268,177 @@ struct Impl {
       }
     }
   }
+
+  // ---- depthwise conv2d (see DenseOps::dwconv) ----
+  //
+  // Input rows are first copied into `scratch` with their zero padding (left,
+  // right, and past the right end as far as whole output vectors read), a band
+  // of output rows at a time, so every output column runs the same vector code
+  // with no bounds checks. Stride 1 loads W consecutive floats per tap; stride 2
+  // loads 2W and keeps the even ones (even/odd, in the ISA's lane order, put
+  // back in order by unshuffle at the store); larger strides gather through a
+  // small buffer.
+
+  // W inputs p[0], p[sw], ..., p[(W - 1) sw] (SW = 0: stride sw at run time).
+  template <int SW>
+  static R ld(const float* p, size_t sw) {
+    if constexpr (SW == 1) {
+      return V::load(p);
+    } else if constexpr (SW == 2) {
+      return V::even(V::load(p), V::load(p + W));
+    } else {
+      float t[W];
+      for (int i = 0; i < W; ++i) t[i] = p[size_t(i) * sw];
+      return V::load(t);
+    }
+  }
+
+  template <int SW>
+  static void put(float* y, R v, size_t cnt) {
+    if constexpr (SW == 2) v = V::unshuffle(v);
+    if (cnt >= size_t(W)) {
+      V::store(y, v);
+    } else {  // not store_part: a masked store is microcoded and slow on some x86 (Zen 1)
+      float t[W];
+      V::store(t, v);
+      for (int i = 0; i < W; ++i)
+        if (size_t(i) < cnt) y[i] = t[i];
+    }
+  }
+
+  // Acc[r][u] += taps of filter row kh for output row r, vector u of the W * U
+  // columns at `r0` (row r's tap row kh starts at r0 + r * ors).
+  template <int SW, int K, int RB, int U>
+  static void dw_taps(R (&acc)[RB][U], const float* r0, size_t ors, const float* wr, size_t kw_n, size_t dw,
+                      size_t sw) {
+    if constexpr (SW == 2 && K == 3) {
+      // Taps 0 and 1 are the even and odd floats of one pair of loads.
+      const R w0 = V::bcast(wr[0]), w1 = V::bcast(wr[1]), w2 = V::bcast(wr[2]);
+      for (int r = 0; r < RB; ++r)
+        for (int u = 0; u < U; ++u) {
+          const float* q = r0 + size_t(r) * ors + size_t(u) * 2 * W;
+          const R a = V::load(q), c = V::load(q + W);
+          acc[r][u] = V::fma(w0, V::even(a, c), acc[r][u]);
+          acc[r][u] = V::fma(w1, V::odd(a, c), acc[r][u]);
+          acc[r][u] = V::fma(w2, V::even(V::load(q + 2), V::load(q + 2 + W)), acc[r][u]);
+        }
+    } else {
+      for (size_t kw = 0; kw < kw_n; ++kw) {
+        const R wv = V::bcast(wr[kw]);
+        for (int r = 0; r < RB; ++r)
+          for (int u = 0; u < U; ++u)
+            acc[r][u] = V::fma(wv, ld<SW>(r0 + size_t(r) * ors + kw * dw + size_t(u) * W * sw, sw), acc[r][u]);
+      }
+    }
+  }
+
+  // RB output rows of ow_n columns from padded rows: output row r's tap row kh
+  // is at in + r * ors + kh * trs. K = 3: 3x3 filter, dilation 1; K = 0: any
+  // kh_n x kw_n filter, column dilation dw. Rows and column vectors are
+  // interleaved so that RB * U independent FMA chains hide the FMA latency.
+  template <int SW, int K, int RB, int U>
+  static void dw_rows(const float* in, size_t ors, size_t trs, const float* wk, R b, float* y, size_t ldy,
+                      size_t ow_n, size_t kh_n, size_t kw_n, size_t dw, size_t sw, R lo, R hi) {
+    if constexpr (K != 0) kh_n = kw_n = K, dw = 1;
+    if constexpr (SW != 0) sw = SW;
+    size_t ow = 0;
+    for (; ow + U * W <= ow_n; ow += U * W) {
+      R acc[RB][U];
+      for (int r = 0; r < RB; ++r)
+        for (int u = 0; u < U; ++u) acc[r][u] = b;
+      for (size_t kh = 0; kh < kh_n; ++kh)
+        dw_taps<SW, K, RB, U>(acc, in + kh * trs + ow * sw, ors, wk + kh * kw_n, kw_n, dw, sw);
+      for (int r = 0; r < RB; ++r)
+        for (int u = 0; u < U; ++u)
+          put<SW>(y + size_t(r) * ldy + ow + size_t(u) * W, V::clamp(acc[r][u], lo, hi), W);
+    }
+    for (; ow < ow_n; ow += W) {
+      // A last partial vector is recomputed over the W columns ending at ow_n
+      // instead (same values where it overlaps), so that it is a full store.
+      const size_t o = ow + W > ow_n && ow_n >= size_t(W) ? ow_n - W : ow;
+      R acc[RB][1];
+      for (int r = 0; r < RB; ++r) acc[r][0] = b;
+      for (size_t kh = 0; kh < kh_n; ++kh)
+        dw_taps<SW, K, RB, 1>(acc, in + kh * trs + o * sw, ors, wk + kh * kw_n, kw_n, dw, sw);
+      for (int r = 0; r < RB; ++r) put<SW>(y + size_t(r) * ldy + o, V::clamp(acc[r][0], lo, hi), ow_n - o);
+    }
+  }
+
+  // d[0, n) = src[0, n) by vectors; the last one is a full store of a partial
+  // load, whose lanes past n are zeros: d[n, roundup(n, W)) becomes 0.
+  static void copy_row(float* d, const float* src, size_t n) {
+    size_t j = 0;
+    for (; j + W <= n; j += W) V::store(d + j, V::load(src + j));
+    if (j < n) V::store(d + j, V::load_part(src + j, int(n - j)));
+  }
+
+  template <int SW, int K>
+  static void dw_band(const float* buf, size_t wp, const DwConvShape& s, const float* wk, R b, float* y,
+                      size_t rows, R lo, R hi) {
+    const size_t ors = s.sh * wp, trs = s.dh * wp;
+    // 4 rows x 1 vector: measured faster than 4 x 2, 4 x 3, 6 x 1 and 8 x 1 on Zen 1.
+    size_t i = 0;
+    for (; i + 4 <= rows; i += 4)
+      dw_rows<SW, K, 4, 1>(buf + i * ors, ors, trs, wk, b, y + i * s.ow, s.ow, s.ow, s.kh, s.kw, s.dw, s.sw, lo,
+                           hi);
+    for (; i + 2 <= rows; i += 2)
+      dw_rows<SW, K, 2, 2>(buf + i * ors, ors, trs, wk, b, y + i * s.ow, s.ow, s.ow, s.kh, s.kw, s.dw, s.sw, lo,
+                           hi);
+    for (; i < rows; ++i)
+      dw_rows<SW, K, 1, 4>(buf + i * ors, ors, trs, wk, b, y + i * s.ow, s.ow, s.ow, s.kh, s.kw, s.dw, s.sw, lo,
+                           hi);
+  }
+
+  static void dwconv(const float* x, const float* w, const float* bias, float* y, const DwConvShape& s, size_t ub,
+                     size_t ue, float* scratch, size_t scratch_n, float lo, float hi) {
+    if (ub >= ue || s.oh == 0 || s.ow == 0) return;
+    const size_t wp = dwconv_row_floats(s, W);
+    const size_t span = s.dh * (s.kh - 1) + 1;  // padded rows under one output row
+    const size_t cap = (scratch_n - 16) / wp;  // >= span (see DenseOps::dwconv)
+    size_t band = (cap - span) / s.sh + 1;
+    if (band > 4) band &= ~size_t{3};  // whole 4-row blocks (dw_band)
+    const bool k3 = s.kh == 3 && s.kw == 3 && s.dh == 1 && s.dw == 1;
+    const R vlo = V::bcast(lo), vhi = V::bcast(hi);
+    size_t layout_r0 = ~size_t{0}, layout_n = 0;  // the rows scratch is laid out for
+    for (size_t u = ub; u < ue;) {
+      const size_t plane = u / s.oh, o0 = u % s.oh;
+      const size_t o1 = s.oh < o0 + (ue - u) ? s.oh : o0 + (ue - u);
+      const size_t ch = plane % s.c;
+      const float* xp = x + plane * s.h * s.w;
+      const float* wk = w + ch * s.kh * s.kw;
+      const R b = V::bcast(bias ? bias[ch] : 0.0f);
+      for (size_t ob = o0; ob < o1; ob += band) {
+        const size_t rows = o1 - ob < band ? o1 - ob : band;
+        // Padded rows [ob sh, ob sh + n_in) hold input rows ih = r - pad_t.
+        // Only their data changes from one band to the next of the same rows
+        // (every plane, when a plane fits in one band): zero the rest only
+        // when the band's rows change.
+        const size_t r0 = ob * s.sh, n_in = (rows - 1) * s.sh + span;
+        if (r0 != layout_r0 || n_in != layout_n) {
+          for (size_t i = 0; i < n_in * wp; ++i) scratch[i] = 0.0f;
+          layout_r0 = r0;
+          layout_n = n_in;
+        }
+        for (size_t i = 0; i < n_in; ++i) {
+          const size_t r = r0 + i;
+          if (r >= s.pad_t && r - s.pad_t < s.h) copy_row(scratch + i * wp + s.pad_l, xp + (r - s.pad_t) * s.w, s.w);
+        }
+        float* yo = y + plane * s.oh * s.ow + ob * s.ow;
+        if (k3 && s.sw == 1) {
+          dw_band<1, 3>(scratch, wp, s, wk, b, yo, rows, vlo, vhi);
+        } else if (k3 && s.sw == 2) {
+          dw_band<2, 3>(scratch, wp, s, wk, b, yo, rows, vlo, vhi);
+        } else if (s.sw == 1) {
+          dw_band<1, 0>(scratch, wp, s, wk, b, yo, rows, vlo, vhi);
+        } else if (s.sw == 2) {
+          dw_band<2, 0>(scratch, wp, s, wk, b, yo, rows, vlo, vhi);
+        } else {
+          dw_band<0, 0>(scratch, wp, s, wk, b, yo, rows, vlo, vhi);
+        }
+      }
+      u += o1 - o0;
+    }
+  }
 };
 
 }  // namespace
@@ -272,5 +448,5 @@ struct Impl {
 #define ZS_DENSE_OPS(name, V, isa_)                                                                  \
   namespace zs {                                                                                      \
   const DenseOps name = {isa_, &dense_impl::Impl<V>::gelu, &dense_impl::Impl<V>::softmax,           \
-                         &dense_impl::Impl<V>::gemm};                                               \
+                         &dense_impl::Impl<V>::gemm, &dense_impl::Impl<V>::dwconv};                 \
   }

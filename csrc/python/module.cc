@@ -9,6 +9,8 @@
 #include <cstring>
 #include <optional>
 #include <string>
+#include <tuple>
+#include <utility>
 
 #include "../cpu/dense.h"
 #include "../cpu/packed.h"
@@ -157,6 +159,13 @@ const zs::DenseOps& dense_pick(const std::optional<std::string>& isa) {
   throw KernelChoiceError("isa '" + *isa + "' is not compiled into this build; see zeroskip._C.dense_isas()");
 }
 
+std::string dims_str(std::initializer_list<int64_t> d) {
+  std::string s = "(";
+  size_t i = 0;
+  for (int64_t v : d) s += (i++ ? ", " : "") + std::to_string(v);
+  return s + ")";
+}
+
 // Above this much work the GIL is released (below it, releasing costs more than the call).
 constexpr int64_t kReleaseGil = 1 << 14;
 
@@ -261,7 +270,7 @@ PYBIND11_MODULE(_C, m) {
       out.append(d);
     }
     return out;
-  }, "ISAs the dense kernels (gelu, softmax, gemv) are compiled for, and which one is used by default.");
+  }, "ISAs the dense kernels (gelu, softmax, gemv, dwconv) are compiled for, and which one is used by default.");
   m.def("gelu", [](const py::array& x, const py::array& out, const std::string& approximate,
                    const std::optional<std::string>& isa) {
     const zs::DenseOps& ops = dense_pick(isa);
@@ -340,4 +349,53 @@ PYBIND11_MODULE(_C, m) {
   }, py::arg("w"), py::arg("x"), py::arg("bias"), py::arg("out"), py::arg("clamp_min") = -INFINITY,
         py::arg("clamp_max") = INFINITY, py::arg("isa") = py::none(),
         "Dense Linear: out = clamp(x @ w.T + bias); w (N, K), x (K,) or (M, K), out (N,) or (M, N).");
+  m.def("dwconv", [](const py::array& x, const py::array& w, const std::optional<py::array>& bias,
+                     const py::array& out, std::pair<int64_t, int64_t> strides,
+                     std::tuple<int64_t, int64_t, int64_t, int64_t> pads, std::pair<int64_t, int64_t> dilations,
+                     float lo, float hi, const std::optional<std::string>& isa) {
+    const zs::DenseOps& ops = dense_pick(isa);
+    const float* xp = f32_arg(x, "x", false);
+    const float* wp = f32_arg(w, "w", false);
+    float* yp = const_cast<float*>(f32_arg(out, "out", true));
+    if (x.ndim() != 4) throw py::value_error("x must be 4-D (N, C, H, W), got shape " + shape_str(x));
+    const int64_t n = x.shape(0), c = x.shape(1), h = x.shape(2), wd = x.shape(3);
+    if (w.ndim() != 4 || w.shape(0) != c || w.shape(1) != 1 || w.shape(2) < 1 || w.shape(3) < 1)
+      throw py::value_error("w has shape " + shape_str(w) + ", expected (" + std::to_string(c) +
+                            ", 1, KH, KW) with KH, KW >= 1");
+    const int64_t kh = w.shape(2), kw = w.shape(3);
+    const auto [sh, sw] = strides;
+    const auto [pt, pl, pb, pr] = pads;
+    const auto [dh, dw] = dilations;
+    if (sh < 1 || sw < 1) throw py::value_error("strides must be >= 1, got " + dims_str({sh, sw}));
+    if (dh < 1 || dw < 1) throw py::value_error("dilations must be >= 1, got " + dims_str({dh, dw}));
+    if (pt < 0 || pl < 0 || pb < 0 || pr < 0)
+      throw py::value_error("pads must be >= 0, got " + dims_str({pt, pl, pb, pr}));
+    const int64_t oh = static_cast<int64_t>(zs::dwconv_out_size(size_t(h), size_t(kh), size_t(sh), size_t(pt),
+                                                                 size_t(pb), size_t(dh)));
+    const int64_t ow = static_cast<int64_t>(zs::dwconv_out_size(size_t(wd), size_t(kw), size_t(sw), size_t(pl),
+                                                                 size_t(pr), size_t(dw)));
+    if (out.ndim() != 4 || out.shape(0) != n || out.shape(1) != c || out.shape(2) != oh || out.shape(3) != ow)
+      throw py::value_error("out has shape " + shape_str(out) + ", expected " + dims_str({n, c, oh, ow}));
+    const float* bp = nullptr;
+    if (bias) {
+      bp = f32_arg(*bias, "bias", false);
+      if (bias->ndim() != 1 || bias->shape(0) != c)
+        throw py::value_error("bias has shape " + shape_str(*bias) + ", expected (" + std::to_string(c) + ",)");
+      if (overlaps(*bias, out)) throw py::value_error("out must not share memory with bias");
+    }
+    if (overlaps(x, out)) throw py::value_error("out must not share memory with x");
+    if (overlaps(w, out)) throw py::value_error("out must not share memory with w");
+    if (!(lo <= hi)) throw py::value_error("clamp range is empty: min > max");
+    const zs::DwConvShape s{size_t(n), size_t(c), size_t(h), size_t(wd), size_t(kh), size_t(kw),
+                            size_t(sh), size_t(sw), size_t(pt), size_t(pl), size_t(pb), size_t(pr),
+                            size_t(dh), size_t(dw), size_t(oh), size_t(ow)};
+    if (out.size() == 0) return;
+    if (out.size() * kh * kw < kReleaseGil * 8) return zs::dwconv2d_f32(ops, xp, wp, bp, yp, s, lo, hi);
+    py::gil_scoped_release nogil;
+    zs::dwconv2d_f32(ops, xp, wp, bp, yp, s, lo, hi);
+  }, py::arg("x"), py::arg("w"), py::arg("bias"), py::arg("out"), py::arg("strides"), py::arg("pads"),
+        py::arg("dilations"), py::arg("clamp_min") = -INFINITY, py::arg("clamp_max") = INFINITY,
+        py::arg("isa") = py::none(),
+        "Depthwise conv2d, NCHW: out = clamp(conv(x, w, groups=C) + bias); x (N, C, H, W), w (C, 1, KH, KW), "
+        "out (N, C, OH, OW), zero padding (top, left, bottom, right).");
 }

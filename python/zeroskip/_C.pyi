@@ -73,3 +73,15 @@ def gemv(
     clamp_max: float = ...,
     isa: str | None = None,
 ) -> None: ...
+def dwconv(
+    x: np.ndarray,
+    w: np.ndarray,
+    bias: np.ndarray | None,
+    out: np.ndarray,
+    strides: tuple[int, int],
+    pads: tuple[int, int, int, int],
+    dilations: tuple[int, int],
+    clamp_min: float = ...,
+    clamp_max: float = ...,
+    isa: str | None = None,
+) -> None: ...

@@ -3,6 +3,7 @@
     y = dense.gelu(x)                        # erf form; approximate="tanh" for the tanh form
     y = dense.softmax(x)                     # along the last dim
     y = dense.gemv(w, x, bias, clamp=(0, inf))   # Linear at batch 1..few: x (K,) or (M, K), w (N, K)
+    y = dense.dwconv2d(x, w, bias, strides=(2, 2), pads=(1, 1, 1, 1), clamp=(0, 6))  # depthwise, NCHW
 
 Arrays must be float32 and C-contiguous (nothing is copied or converted). `out`, if given, must
 have the result's shape; gelu and softmax may run in place (out=x). `isa` forces one compiled ISA
@@ -18,7 +19,7 @@ import numpy as np
 from zeroskip import _C
 from zeroskip.errors import InputError, KernelError
 
-__all__ = ["gelu", "gemv", "isas", "softmax"]
+__all__ = ["dwconv2d", "gelu", "gemv", "isas", "softmax"]
 
 
 def isas() -> list[dict[str, Any]]:
@@ -82,4 +83,51 @@ def gemv(
         y = out
     lo, hi = (-np.inf, np.inf) if clamp is None else (float(clamp[0]), float(clamp[1]))
     _call("gemv", _C.gemv, wa, xa, bias, y, lo, hi, isa)
+    return y
+
+
+def _out_size(n: int, k: int, stride: int, pad0: int, pad1: int, dil: int) -> int:
+    span = dil * (k - 1) + 1
+    return 0 if n + pad0 + pad1 < span else (n + pad0 + pad1 - span) // stride + 1
+
+
+def dwconv2d(
+    x: Any,
+    w: Any,
+    bias: Any = None,
+    out: np.ndarray | None = None,
+    strides: tuple[int, int] = (1, 1),
+    pads: tuple[int, int, int, int] = (0, 0, 0, 0),
+    dilations: tuple[int, int] = (1, 1),
+    clamp: tuple[float, float] | None = None,
+    *,
+    isa: str | None = None,
+) -> np.ndarray:
+    """Depthwise 2-D convolution (groups = C), NCHW: y = clamp(conv(x, w) + bias).
+
+    x (N, C, H, W), w (C, 1, KH, KW), bias (C,) or None; zero padding pads = (top, left, bottom,
+    right). Output (N, C, OH, OW), OH = (H + top + bottom - dh (KH - 1) - 1) // sh + 1 (likewise OW;
+    0 when the window does not fit). clamp=(lo, hi) fuses Relu / ReLU6.
+    """
+    xa, wa = _array(x, "x"), _array(w, "w")
+    if bias is not None:
+        bias = _array(bias, "bias")
+    try:
+        sh, sw = (int(v) for v in strides)
+        pt, pl, pb, pr = (int(v) for v in pads)
+        dh, dw = (int(v) for v in dilations)
+    except (TypeError, ValueError) as e:
+        raise InputError(f"dwconv2d: strides, pads, dilations must be 2, 4, 2 integers: {e}") from None
+    if out is None:
+        if xa.ndim != 4 or wa.ndim != 4 or min(sh, sw, dh, dw) < 1 or min(pt, pl, pb, pr) < 0:
+            shape: tuple[int, ...] = (0,)  # let the binding name the problem
+        else:
+            n, c, h, wd = xa.shape
+            kh, kw = wa.shape[2], wa.shape[3]
+            shape = (n, c, _out_size(h, kh, sh, pt, pb, dh), _out_size(wd, kw, sw, pl, pr, dw))
+        y = np.empty(shape, dtype=np.float32)
+    else:
+        y = out
+    lo, hi = (-np.inf, np.inf) if clamp is None else (float(clamp[0]), float(clamp[1]))
+    _call("dwconv2d", _C.dwconv, xa, wa, bias, y, (sh, sw), (pt, pl, pb, pr), (dh, dw), lo, hi, isa)
     return y

@@ -16,6 +16,9 @@ struct NeonDense : zs::simd::Neon {
   static void hsums(const R* v, float* out) {
     for (int i = 0; i < N; ++i) out[i] = hsum(v[i]);
   }
+  static R even(R a, R b) { return vuzp1q_f32(a, b); }  // memory order
+  static R odd(R a, R b) { return vuzp2q_f32(a, b); }
+  static R unshuffle(R v) { return v; }
   static R pow2_rounded(R t) {
     const uint32x4_t bits = vshlq_n_u32(vreinterpretq_u32_f32(t), 23);
     return vreinterpretq_f32_u32(vaddq_u32(bits, vdupq_n_u32(127u << 23)));

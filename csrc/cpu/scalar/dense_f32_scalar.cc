@@ -36,6 +36,9 @@ struct ScalarDense {
     std::memcpy(&f, &bits, sizeof f);
     return f;
   }
+  static R even(R a, R) { return a; }  // a = p[0], b = p[1]
+  static R odd(R, R b) { return b; }
+  static R unshuffle(R v) { return v; }
   static R load_part(const float*, int) { return 0.0f; }  // never called: W == 1
   static void store_part(float*, R, int) {}
   static float hsum(R v) { return v; }

@@ -23,6 +23,13 @@ struct Avx2Dense : zs::simd::Avx2 {
       for (int i = 0; i < N; ++i) out[i] = hsum(v[i]);
     }
   }
+  // vshufps keeps to 128-bit halves: even(a, b) = p0 p2 p8 p10 p4 p6 p12 p14,
+  // columns 0 1 4 5 2 3 6 7; unshuffle swaps the middle 64-bit pairs back.
+  static R even(R a, R b) { return _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0)); }
+  static R odd(R a, R b) { return _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1)); }
+  static R unshuffle(R v) {
+    return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(v), _MM_SHUFFLE(3, 1, 2, 0)));
+  }
   static R pow2_rounded(R t) {
     const __m256i bits = _mm256_slli_epi32(_mm256_castps_si256(t), 23);
     return _mm256_castsi256_ps(_mm256_add_epi32(bits, _mm256_set1_epi32(127 << 23)));

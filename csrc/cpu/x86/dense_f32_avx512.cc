@@ -22,6 +22,14 @@ struct Avx512Dense : zs::simd::Avx512 {
   static void hsums(const R* v, float* out) {
     for (int i = 0; i < N; ++i) out[i] = hsum(v[i]);
   }
+  // vpermt2ps picks across both vectors in memory order: no unshuffle needed.
+  static R even(R a, R b) {
+    return _mm512_permutex2var_ps(a, _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30), b);
+  }
+  static R odd(R a, R b) {
+    return _mm512_permutex2var_ps(a, _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31), b);
+  }
+  static R unshuffle(R v) { return v; }
   static R pow2_rounded(R t) {
     const __m512i bits = _mm512_slli_epi32(_mm512_castps_si512(t), 23);
     return _mm512_castsi512_ps(_mm512_add_epi32(bits, _mm512_set1_epi32(127 << 23)));

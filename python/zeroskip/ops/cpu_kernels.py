@@ -63,7 +63,7 @@ def depthwise_conv(
     clamp: tuple[float, float] | None,
 ) -> Any:
     """A depthwise 2-D convolution (one 2-D filter per channel) through the C++ kernel, or None."""
-    if not hasattr(_C, "dwconv2d") or w.dtype != torch.float32 or len(x_shape) != 4:
+    if not hasattr(_C, "dwconv") or w.dtype != torch.float32 or len(x_shape) != 4:
         return None
     c = x_shape[1]
     if group != c or w.shape[0] != c or w.shape[1] != 1 or (bias is not None and bias.dtype != torch.float32):
@@ -79,7 +79,7 @@ def depthwise_conv(
     lo, hi = clamp if clamp is not None else (-math.inf, math.inf)
     out_shape = (n, c, oh, ow)
     st, pd, dl = tuple(strides), (pads[0], pads[1], pads[2], pads[3]), tuple(dilations)
-    conv, from_numpy, empty, f32 = _C.dwconv2d, torch.from_numpy, np.empty, np.float32
+    conv, from_numpy, empty, f32 = _C.dwconv, torch.from_numpy, np.empty, np.float32
 
     def run(x: torch.Tensor, *_: Any) -> torch.Tensor:
         xn = x.numpy()
