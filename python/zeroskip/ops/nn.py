@@ -246,13 +246,18 @@ def _conv_prepare(
 
     bounds = (clip_min, clip_max) if activation == "clip" else (0.0, math.inf) if activation else None
     candidates = [plain]
-    for make in (
-        lambda: _mkldnn_conv(W, B, tuple(xs), stride, pad, dil, group, activation, [clip_min, clip_max]),
-        lambda: cpu_kernels.depthwise_conv(W, B, tuple(xs), stride, tuple(begin + end), dil, group, bounds),
-    ):
-        fn = make()
-        if fn is not None:
-            candidates.append(fn)
+    onednn = _mkldnn_conv(W, B, tuple(xs), stride, pad, dil, group, activation, [clip_min, clip_max])
+    if onednn is not None:
+        candidates.append(onednn)
+    # The depthwise kernel is NCHW while oneDNN's path hands on channels-last tensors: in a network
+    # where both run, the layout copies between them cost more than the kernel saves (MobileNet-v2,
+    # batch 1: 20 ms with oneDNN alone, 28 ms mixed). So it is offered where oneDNN is absent, or
+    # where the conv is so small that torch's fixed cost per call (~100 us) is most of its time.
+    macs = math.prod(xs) * W.shape[2] * W.shape[3] // max(stride[0] * stride[1], 1)
+    if onednn is None or macs < _SMALL_CONV_MACS:
+        dw = cpu_kernels.depthwise_conv(W, B, tuple(xs), stride, tuple(begin + end), dil, group, bounds)
+        if dw is not None:
+            candidates.append(dw)
     if len(candidates) == 1:
         return plain
     # No path wins everywhere (oneDNN's fixed cost dominates tiny convs): time them on this shape, after
@@ -262,6 +267,9 @@ def _conv_prepare(
     tol = 1e-4 * float(want.abs().max()) + 1e-6
     ok = [f for f in candidates if f is plain or torch.allclose(f(probe), want, rtol=1e-4, atol=tol)]
     return min(ok, key=lambda f: _time(f, probe, W))
+
+
+_SMALL_CONV_MACS = 1 << 17
 
 
 def _time(fn: Any, *args: Any, repeat: int = 5) -> float:
