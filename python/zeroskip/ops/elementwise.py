@@ -39,49 +39,41 @@ def _via_numpy(err: RuntimeError, fn: Callable[..., Any], *ts: Tensor) -> Tensor
 # --- binary arithmetic ------------------------------------------------------------------------
 
 
-def _add_out(out: Tensor, A: Tensor, B: Tensor) -> Tensor:
-    try:
-        return torch.add(A, B, out=out)
-    except RuntimeError as e:
-        return out.copy_(_via_numpy(e, np.add, A, B))
+def _binary(name: str, torch_fn: Callable[..., Tensor], np_fn: Callable[..., Any]) -> tuple[Any, Any]:
+    """The op `name` as torch_fn(A, B) and its out= form, falling back to numpy for element types
+    torch only stores (uint16/32/64)."""
+
+    def op(A: Tensor, B: Tensor) -> Tensor:
+        try:
+            return torch_fn(A, B)
+        except RuntimeError as e:
+            return _via_numpy(e, np_fn, A, B)
+
+    def op_out(out: Tensor, A: Tensor, B: Tensor) -> Tensor:
+        try:
+            return torch_fn(A, B, out=out)
+        except RuntimeError as e:
+            return out.copy_(_via_numpy(e, np_fn, A, B))
+
+    op.__name__ = op.__qualname__ = name
+    op_out.__name__ = op_out.__qualname__ = f"{name}_out"
+    return op, op_out
 
 
-@register("Add", since=7, out=_add_out, fresh=True)
-def Add(A: Tensor, B: Tensor) -> Tensor:
-    try:
-        return torch.add(A, B)
-    except RuntimeError as e:
-        return _via_numpy(e, np.add, A, B)
-
-
-def _sub_out(out: Tensor, A: Tensor, B: Tensor) -> Tensor:
-    try:
-        return torch.sub(A, B, out=out)
-    except RuntimeError as e:
-        return out.copy_(_via_numpy(e, np.subtract, A, B))
-
-
-@register("Sub", since=7, out=_sub_out, fresh=True)
-def Sub(A: Tensor, B: Tensor) -> Tensor:
-    try:
-        return torch.sub(A, B)
-    except RuntimeError as e:
-        return _via_numpy(e, np.subtract, A, B)
-
-
-def _mul_out(out: Tensor, A: Tensor, B: Tensor) -> Tensor:
-    try:
-        return torch.mul(A, B, out=out)
-    except RuntimeError as e:
-        return out.copy_(_via_numpy(e, np.multiply, A, B))
-
-
-@register("Mul", since=7, out=_mul_out, fresh=True)
-def Mul(A: Tensor, B: Tensor) -> Tensor:
-    try:
-        return torch.mul(A, B)
-    except RuntimeError as e:
-        return _via_numpy(e, np.multiply, A, B)
+# (op, since, torch, numpy, whether the planner may write it into a pooled buffer). Comparisons are
+# left to the allocator: their bool outputs are small.
+for _name, _since, _t, _n, _pooled in (
+    ("Add", 7, torch.add, np.add, True),
+    ("Sub", 7, torch.sub, np.subtract, True),
+    ("Mul", 7, torch.mul, np.multiply, True),
+    ("Equal", 7, torch.eq, np.equal, False),
+    ("Greater", 7, torch.gt, np.greater, False),
+    ("Less", 7, torch.lt, np.less, False),
+    ("GreaterOrEqual", 12, torch.ge, np.greater_equal, False),
+    ("LessOrEqual", 12, torch.le, np.less_equal, False),
+):
+    _fn, _out = _binary(_name, _t, _n)
+    register(_name, since=_since, out=_out if _pooled else None, fresh=True)(_fn)
 
 
 # Integer Div truncates toward zero (C semantics, as ONNX's reference: true division cast back).
@@ -311,46 +303,6 @@ def Clip_6(input: Tensor, max: float = _FLT_MAX, min: float = -_FLT_MAX) -> Tens
 
 
 # --- comparisons and logic --------------------------------------------------------------------
-
-
-@register("Equal", since=7, fresh=True)
-def Equal(A: Tensor, B: Tensor) -> Tensor:
-    try:
-        return torch.eq(A, B)
-    except RuntimeError as e:
-        return _via_numpy(e, np.equal, A, B)
-
-
-@register("Greater", since=7, fresh=True)
-def Greater(A: Tensor, B: Tensor) -> Tensor:
-    try:
-        return torch.gt(A, B)
-    except RuntimeError as e:
-        return _via_numpy(e, np.greater, A, B)
-
-
-@register("Less", since=7, fresh=True)
-def Less(A: Tensor, B: Tensor) -> Tensor:
-    try:
-        return torch.lt(A, B)
-    except RuntimeError as e:
-        return _via_numpy(e, np.less, A, B)
-
-
-@register("GreaterOrEqual", since=12, fresh=True)
-def GreaterOrEqual(A: Tensor, B: Tensor) -> Tensor:
-    try:
-        return torch.ge(A, B)
-    except RuntimeError as e:
-        return _via_numpy(e, np.greater_equal, A, B)
-
-
-@register("LessOrEqual", since=12, fresh=True)
-def LessOrEqual(A: Tensor, B: Tensor) -> Tensor:
-    try:
-        return torch.le(A, B)
-    except RuntimeError as e:
-        return _via_numpy(e, np.less_equal, A, B)
 
 
 @register("And", since=7, fresh=True)

@@ -578,12 +578,8 @@ def BatchNormalization_9(
     momentum: float = 0.9,
     _noutputs: int = 1,
 ) -> Tensor:
-    if _noutputs > 1:
-        raise UnsupportedOpError(
-            f"BatchNormalization with {_noutputs} outputs is training mode; only inference (1 output) "
-            "is implemented"
-        )
-    return _bn_inference(X, scale, B, mean, var, epsilon)
+    # Opset 9 only dropped `spatial` (always per channel now).
+    return BatchNormalization_7(X, scale, B, mean, var, epsilon, momentum, spatial=1, _noutputs=_noutputs)
 
 
 @register("BatchNormalization", since=14, fresh=True)
