@@ -52,6 +52,12 @@ def softmax(x: torch.Tensor) -> torch.Tensor:
     return y
 
 
+def _c_array(x: torch.Tensor) -> np.ndarray:
+    """A C-contiguous numpy view of `x` (a copy only when `x` is strided)."""
+    xn = x.numpy()
+    return xn if xn.flags.c_contiguous else np.ascontiguousarray(xn)
+
+
 def depthwise_conv(
     w: torch.Tensor,
     bias: torch.Tensor | None,
@@ -82,11 +88,8 @@ def depthwise_conv(
     conv, from_numpy, empty, f32 = _C.dwconv, torch.from_numpy, np.empty, np.float32
 
     def run(x: torch.Tensor, *_: Any) -> torch.Tensor:
-        xn = x.numpy()
-        if not xn.flags.c_contiguous:
-            xn = np.ascontiguousarray(xn)
         y = empty(out_shape, f32)
-        conv(xn, w_np, b_np, y, st, pd, dl, lo, hi, None)
+        conv(_c_array(x), w_np, b_np, y, st, pd, dl, lo, hi, None)
         return from_numpy(y)
 
     return run
@@ -109,11 +112,8 @@ def linear_small(wt: torch.Tensor, bias: torch.Tensor | None, x_shape: tuple[int
     # Reshapes happen on the numpy side: a torch reshape or empty() costs several times more here.
 
     def run(x: torch.Tensor, *_: Any) -> torch.Tensor:
-        xn = x.numpy()
-        if not xn.flags.c_contiguous:
-            xn = np.ascontiguousarray(xn)
         y = empty(out_shape, f32)
-        gemv(w_np, xn.reshape(m, k), b_np, y.reshape(m, n), lo, hi, None)
+        gemv(w_np, _c_array(x).reshape(m, k), b_np, y.reshape(m, n), lo, hi, None)
         return from_numpy(y)
 
     return run

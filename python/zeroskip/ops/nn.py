@@ -7,7 +7,6 @@ swap in sparse kernels for them node by node. Their common cases are one torch c
 from __future__ import annotations
 
 import math
-import time
 from typing import Any
 
 import torch
@@ -16,6 +15,7 @@ import torch.nn.functional as F
 from zeroskip.errors import ModelError, UnsupportedOpError
 from zeroskip.ops import cpu_kernels
 from zeroskip.ops._registry import register
+from zeroskip.ops._select import fastest
 
 Tensor = torch.Tensor
 
@@ -177,7 +177,7 @@ def _mkldnn_conv(
 ) -> Any:
     """oneDNN's convolution with the weight reordered once for this input shape and the activation
     as a post-op, on channels-last activations (which then flow on to the next conv); None when this
-    torch build lacks it or it disagrees with F.conv2d on a probe input."""
+    torch build lacks it. (`_conv_prepare` checks it against torch before using it.)"""
     mk = getattr(torch.ops, "mkldnn", None)
     if mk is None or W.dtype != torch.float32 or not hasattr(mk, "_convolution_pointwise"):
         return None
@@ -186,16 +186,7 @@ def _mkldnn_conv(
     p, s, d = list(pad), list(stride), list(dil)
     try:
         wp = mk._reorder_convolution_weight(W, p, s, d, group, list(shape))
-        probe = torch.randn(shape).contiguous(memory_format=torch.channels_last)
-        got = mk._convolution_pointwise(probe, wp, B, p, s, d, group, attr, scalars, "")
     except (RuntimeError, AttributeError):
-        return None
-    want = F.conv2d(probe, W, B, stride, pad, dil, group)
-    if activation:
-        want = want.clamp_(*bounds) if activation == "clip" else want.relu_()
-    if got.shape != want.shape or not torch.allclose(
-        got, want, rtol=1e-4, atol=1e-4 * float(want.abs().max()) + 1e-6
-    ):
         return None
     conv, cl = mk._convolution_pointwise, torch.channels_last
 
@@ -258,30 +249,11 @@ def _conv_prepare(
         dw = cpu_kernels.depthwise_conv(W, B, tuple(xs), stride, tuple(begin + end), dil, group, bounds)
         if dw is not None:
             candidates.append(dw)
-    if len(candidates) == 1:
-        return plain
-    # No path wins everywhere (oneDNN's fixed cost dominates tiny convs): time them on this shape, after
-    # checking each agrees with torch's convolution on the probe.
-    probe = torch.randn(xs)
-    want = plain(probe)
-    tol = 1e-4 * float(want.abs().max()) + 1e-6
-    ok = [f for f in candidates if f is plain or torch.allclose(f(probe), want, rtol=1e-4, atol=tol)]
-    return min(ok, key=lambda f: _time(f, probe, W))
+    # No path wins everywhere (oneDNN's fixed cost dominates tiny convs).
+    return fastest(plain, candidates[1:], xs)
 
 
 _SMALL_CONV_MACS = 1 << 17
-
-
-def _time(fn: Any, *args: Any, repeat: int = 5) -> float:
-    """Median seconds of `fn(*args)` after two warm-up calls: a quick, once-per-signature choice."""
-    fn(*args)
-    fn(*args)
-    samples = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn(*args)
-        samples.append(time.perf_counter() - t0)
-    return sorted(samples)[repeat // 2]
 
 
 @register("Conv", since=1, fresh=True, prepare=_conv_prepare)
