@@ -21,7 +21,6 @@ _MAX_DIM = 1 << 40
 def read_model(model: Any) -> Any:
     """A path, bytes or ModelProto -> a checked ModelProto with inferred shapes."""
     import onnx
-    from google.protobuf.message import DecodeError
 
     if isinstance(model, onnx.ModelProto):
         proto, where, base = model, "the model", None
@@ -35,7 +34,6 @@ def read_model(model: Any) -> Any:
         proto, base = _parse(path.read_bytes(), where), path.parent
     else:
         raise ModelError(f"load() takes a path, bytes or onnx.ModelProto, not {type(model).__name__}")
-    del DecodeError
     if not proto.HasField("graph"):
         raise ModelError(f"{where} has no graph: it is not an ONNX model, or the file is truncated")
     if base is not None and _uses_external_data(proto):

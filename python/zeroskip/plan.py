@@ -35,6 +35,7 @@ from zeroskip.dtypes import from_torch, to_torch
 from zeroskip.errors import InputError, ModelError, UnsupportedOpError, ZeroskipError
 from zeroskip.ir import Graph, Node, Value, fold_batchnorm, fold_constants, remove_dead_nodes
 from zeroskip.ir.fusion import fuse
+from zeroskip.ir.passes import NONDETERMINISTIC
 
 __all__ = ["Program", "evaluate_node", "optimize"]
 
@@ -193,14 +194,7 @@ class Program:
                     outputs=[None if y is None else self._vid(y) for y in n.outputs],
                     attrs=_torch_attrs(n),
                     static=frozenset(d.static),
-                    foldable=n.op_type
-                    not in (
-                        "RandomNormal",
-                        "RandomUniform",
-                        "RandomNormalLike",
-                        "RandomUniformLike",
-                        "Multinomial",
-                    ),
+                    foldable=n.op_type not in NONDETERMINISTIC,
                 )
             )
         self.input_ids = [self._vid(v) for v in g.inputs]

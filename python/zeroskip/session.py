@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from zeroskip.dtypes import from_torch, to_torch
-from zeroskip.errors import InputError, ModelError
+from zeroskip.errors import InputError
 
 __all__ = ["InferenceSession", "NodeArg", "Session", "SessionOptions", "ValueInfo", "load"]
 
@@ -281,6 +281,3 @@ class InferenceSession:
         if unknown:
             raise InputError(f"unknown output name(s) {unknown}; the model has {list(res)}")
         return [res[n] for n in output_names]
-
-
-del ModelError

@@ -13,9 +13,7 @@ import numpy as np
 
 from zeroskip.errors import ModelError
 
-__all__ = ["Dim", "Graph", "Node", "Value"]
-
-Dim = "int | str | None"  # a concrete size, a symbolic name, or unknown
+__all__ = ["Graph", "Node", "Value"]
 
 
 @dataclass(eq=False)
@@ -104,7 +102,3 @@ class Graph:
 
     def opset_for(self, domain: str) -> int:
         return self.opset.get("" if domain in ("", "ai.onnx") else domain, 0)
-
-
-def nbytes(shape: tuple[int, ...], dtype: np.dtype[Any]) -> int:
-    return int(np.prod(shape, dtype=np.int64)) * dtype.itemsize

@@ -13,10 +13,10 @@ import numpy as np
 
 from zeroskip.ir.graph import Graph, Node
 
-__all__ = ["fold_batchnorm", "fold_constants", "remove_dead_nodes"]
+__all__ = ["NONDETERMINISTIC", "fold_batchnorm", "fold_constants", "remove_dead_nodes"]
 
 # Ops whose result is not a function of their inputs: never folded.
-_NONDETERMINISTIC = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial"}
+NONDETERMINISTIC = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial"}
 # Folding these would materialise large tensors that the op makes cheaply at run time.
 _MAX_FOLDED_BYTES = 64 << 20
 
@@ -39,7 +39,7 @@ def fold_constants(g: Graph, evaluate: Callable[[Node, list[Any]], list[np.ndarr
     kept: list[Node] = []
     folded = 0
     for n in g.nodes:
-        if n.op_type in _NONDETERMINISTIC or not all(v is None or v.is_const for v in n.inputs):
+        if n.op_type in NONDETERMINISTIC or not all(v is None or v.is_const for v in n.inputs):
             kept.append(n)
             continue
         results = evaluate(n, [None if v is None else v.dense() for v in n.inputs])
