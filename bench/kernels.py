@@ -3,12 +3,18 @@
     python bench/kernels.py                  # full run (a few minutes on 2 cores)
     python bench/kernels.py --quick          # smoke run over a few cases (< 1 minute)
     python bench/kernels.py --json out.json  # also write every row as JSON
+    python bench/kernels.py --only ops       # only the Linear / Conv2d section
 
 y = A @ x with A the pruned M x K float32 weight and x a dense K x N float32 row-major matrix. All
 engines of a case are timed in the same process, interleaved round by round (A, B, C, A, B, C, ...)
 (numpy apart, after them: its OpenBLAS thread pool spins and would stall the others),
 so machine noise hits them alike and the speedup ratios compare like with like; each engine's time
 is the median over rounds. Every engine writes into a preallocated output, so allocation is not timed.
+
+The ops section times the graph runner's entry points, kernels.linear (y = x @ W.T + b, x: M x K) and
+kernels.conv2d (NCHW), with the default (fastest-ISA) kernel against torch.nn.functional.linear /
+conv2d on the same pruned weight, interleaved the same way (torch allocates its output there, as in
+a model).
 
 On a busy machine, OpenMP threads that spin at the end of a parallel call (libgomp's default, shared
 by torch and zeroskip) can hold the core the other thread needs, costing a whole scheduler period per
@@ -61,6 +67,17 @@ QUICK = [
     ("r50 512x128", ["90"], [196]),
 ]
 REL_TOL = 1e-3
+
+# Ops section: (label, format key, M) for Linear on a 2048x2048 weight; (label, format key, Cin, Cout,
+# kernel size, H = W, pad) for Conv2d, batch 1, stride 1.
+LINEAR_OPS = [("linear 2048x2048", fmt, m) for fmt in ("90", "4x1") for m in (1, 8, 64)]
+CONV_OPS = [
+    (f"conv {c}->{co} {k}x{k} {h}x{h}", fmt, c, co, k, h, pad)
+    for c, co, k, h, pad in ((64, 64, 3, 56, 1), (256, 256, 1, 14, 0))
+    for fmt in ("90", "4x1")
+]
+QUICK_LINEAR_OPS = [("linear 2048x2048", "90", 1), ("linear 2048x2048", "90", 64)]
+QUICK_CONV_OPS = [("conv 64->64 3x3 56x56", "90", 64, 64, 3, 56, 1)]
 
 
 @dataclass
@@ -270,6 +287,117 @@ def print_row(r: dict[str, Any]) -> None:
     )
 
 
+def run_op_case(
+    label: str,
+    fmt: str,
+    batch: int,
+    engines: list[Engine],
+    macs: int,
+    args: argparse.Namespace,
+) -> list[dict[str, Any]]:
+    """Times torch dense (engines[0]) against zeroskip for one Linear / Conv2d case."""
+    results = [e.fn() for e in engines]  # warm-up; torch dense is the reference
+    ref = (results[0].numpy() if isinstance(results[0], torch.Tensor) else results[0]).astype(np.float64)
+    for e in engines:
+        e.est = _per_call(e.fn)
+    rounds = measure(engines, args.budget, args.min_rounds, args.max_rounds)
+    for e in engines:
+        e.rel_err = max(_rel_err(e.fn(), ref), 0.0)
+    t_dense = engines[0].median
+    return [
+        {
+            "op": label,
+            "format": fmt_label(fmt),
+            "batch": batch,
+            "engine": e.name,
+            "kind": e.kind,
+            "time_us": e.median * 1e6,
+            "min_us": e.best * 1e6,
+            "spread": e.spread,
+            "rounds": rounds,
+            "eff_gflops": 2 * macs / e.median / 1e9,
+            "vs_torch_dense": t_dense / e.median,
+            "weight_bytes": e.weight_bytes,
+            "rel_err": e.rel_err,
+            "bad": e.rel_err > REL_TOL,
+        }
+        for e in engines
+    ]
+
+
+def linear_case(label: str, fmt: str, m: int, args: argparse.Namespace) -> list[dict[str, Any]]:
+    n_out, k = 2048, 2048
+    w = np.random.default_rng([args.seed, n_out, k]).standard_normal((n_out, k), dtype=np.float32)
+    wp, a = make_weight(fmt, w)
+    rng = np.random.default_rng([args.seed, m, k])
+    x = rng.standard_normal((m, k), dtype=np.float32)
+    b = rng.standard_normal(n_out, dtype=np.float32)
+    y = np.empty((m, n_out), dtype=np.float32)
+    xt, wt, bt = torch.from_numpy(x), torch.from_numpy(wp), torch.from_numpy(b)
+    name = f"zeroskip {kernels.default_kernel(a)}"
+    engines = [
+        Engine("torch F.linear", "torch dense", lambda: torch.nn.functional.linear(xt, wt, bt), wp.nbytes),
+        Engine(name, "zeroskip", functools.partial(kernels.linear, a, x, y, bias=b), kernels.pack(a).nbytes),
+    ]
+    return run_op_case(label, fmt, m, engines, m * n_out * k, args)
+
+
+def conv_case(
+    label: str, fmt: str, c: int, co: int, ks: int, h: int, pad: int, args: argparse.Namespace
+) -> list[dict[str, Any]]:
+    w = np.random.default_rng([args.seed, co, c, ks]).standard_normal((co, c * ks * ks), dtype=np.float32)
+    wp, a = make_weight(fmt, w)
+    rng = np.random.default_rng([args.seed, c, h])
+    x = rng.standard_normal((1, c, h, h), dtype=np.float32)
+    b = rng.standard_normal(co, dtype=np.float32)
+    y = np.empty((1, co, h, h), dtype=np.float32)  # stride 1, "same" padding
+    xt, bt = torch.from_numpy(x), torch.from_numpy(b)
+    wt = torch.from_numpy(wp.reshape(co, c, ks, ks))
+    name = f"zeroskip {kernels.default_kernel(a)}"
+    pads = (pad, pad, pad, pad)
+    engines = [
+        Engine(
+            "torch F.conv2d", "torch dense", lambda: torch.nn.functional.conv2d(xt, wt, bt, 1, pad), wp.nbytes
+        ),
+        Engine(
+            name,
+            "zeroskip",
+            functools.partial(kernels.conv2d, a, x, (ks, ks), (1, 1), pads, (1, 1), y, bias=b),
+            kernels.pack(a).nbytes,
+        ),
+    ]
+    return run_op_case(label, fmt, 1, engines, co * c * ks * ks * h * h, args)
+
+
+OP_HEAD = (
+    f"{'op':<24} {'format':<10} {'M':>4}  {'engine':<36} {'time us':>10} {'min us':>10} {'+-%':>4} "
+    f"{'effGF/s':>8} {'xdense':>7} {'relerr':>8}"
+)
+
+
+def run_ops(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Linear and Conv2d with sparse weights against torch dense; prints and returns the rows."""
+    print("\nops: kernels.linear / kernels.conv2d (default kernel) vs torch F.linear / F.conv2d, with bias")
+    print(f"(M: batch rows for Linear, images for Conv; effGF/s: dense-equivalent)\n{OP_HEAD}")
+    rows: list[dict[str, Any]] = []
+    cases: list[Callable[[], list[dict[str, Any]]]] = [
+        functools.partial(linear_case, *c, args) for c in (QUICK_LINEAR_OPS if args.quick else LINEAR_OPS)
+    ]
+    cases += [functools.partial(conv_case, *c, args) for c in (QUICK_CONV_OPS if args.quick else CONV_OPS)]
+    for case in cases:
+        for r in case():
+            flag = "  WRONG" if r["bad"] else ""
+            print(
+                f"{r['op']:<24} {r['format']:<10} {r['batch']:>4}  {r['engine']:<36} {r['time_us']:>10.1f} "
+                f"{r['min_us']:>10.1f} {100 * r['spread']:>4.0f} {r['eff_gflops']:>8.2f} "
+                f"{r['vs_torch_dense']:>7.2f} {r['rel_err']:>8.1e}{flag}",
+                flush=True,
+            )
+            rows.append(r)
+        gc.collect()
+    return rows
+
+
 def plan(args: argparse.Namespace) -> list[tuple[str, int, int, list[str], list[int]]]:
     """(label, M, K, format keys, Ns) per shape, after --quick / --shapes / --formats."""
     ns = [int(v) for v in args.n.split(",") if v.strip()]
@@ -409,6 +537,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-rounds", type=int, default=200, help="rounds per case at most (default 200)")
     p.add_argument("--seed", type=int, default=0, help="seed for weights and inputs")
     p.add_argument("--json", metavar="PATH", help="also write machine info, every row and the targets here")
+    p.add_argument(
+        "--only", choices=("spmm", "ops"), help="only the SpMM table, or only the Linear / Conv2d section"
+    )
     args = p.parse_args(argv)
     if args.budget is None:
         args.budget = 0.1 if args.quick else 0.3
@@ -447,10 +578,11 @@ def main(argv: list[str] | None = None) -> int:
         "*: fastest zeroskip kernel of the case"
     )
     zs_all = [k for k in kernels.available() if k.runnable and (not args.kernels or args.kernels in k.name)]
-    print(HEAD)
     rows: list[dict[str, Any]] = []
     t_start = time.perf_counter()
-    for label, m, k, fmts, ns in plan(args):
+    if args.only != "ops":
+        print(HEAD)
+    for label, m, k, fmts, ns in plan(args) if args.only != "ops" else []:
         # One seeded standard-normal weight per shape; every format prunes the same one.
         w = np.random.default_rng([args.seed, m, k]).standard_normal((m, k), dtype=np.float32)
         for fmt in fmts:
@@ -469,33 +601,39 @@ def main(argv: list[str] | None = None) -> int:
                 rows.extend(case)
             del wp, a, wc
             gc.collect()  # large weights: free this format's copies before pruning the next one
+    op_rows = run_ops(args) if args.only != "spmm" else []
     elapsed = time.perf_counter() - t_start
 
     bad = [r for r in rows if r["bad"]]
-    if bad:
+    bad_ops = [r for r in op_rows if r["bad"]]
+    if bad or bad_ops:
         print(f"WRONG RESULTS (relerr > {REL_TOL:g}):")
         for r in bad:
             print(f"  {r['shape']} {r['format']} N={r['N']} {r['engine']}: relerr {r['rel_err']:.2e}")
+        for r in bad_ops:
+            print(f"  {r['op']} {r['format']} M={r['batch']} {r['engine']}: relerr {r['rel_err']:.2e}")
     slow = [r for r in rows if r.get("best") and r["vs_torch_dense"] < 1.0]
     if slow:
         print(f"cases where the fastest zeroskip kernel is slower than torch dense: {len(slow)}")
         for r in sorted(slow, key=lambda r: r["vs_torch_dense"])[:12]:
             print(f"  {r['shape']} {r['format']} N={r['N']}: {r['engine']} {r['vs_torch_dense']:.2f}x")
 
-    tg = targets(rows)
-    print("\ntargets (fastest zeroskip kernel per case, ratios from the same interleaved run):")
+    tg = targets(rows) if rows else []
+    if tg:
+        print("\ntargets (fastest zeroskip kernel per case, ratios from the same interleaved run):")
     for t in tg:
         meas = f"{t['measured']:.2f}x" if t["measured"] is not None else "-"
         line = f"  ({t['target']}) {t['case']:<32} {t['metric']:<15} >= {t['goal']:.1f}x: {meas:>7}  "
         print((line + f"{t['status']:<7} {t['kernel'] or ''}").rstrip())
     info["loadavg_end"] = _loadavg()
-    print(f"\n{len(rows)} rows in {elapsed:.0f} s; load average at end: {info['loadavg_end']}")
+    print(f"\n{len(rows) + len(op_rows)} rows in {elapsed:.0f} s; load average at end: {info['loadavg_end']}")
 
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"machine": info, "args": vars(args), "rows": rows, "targets": tg}, f, indent=1)
+            out = {"machine": info, "args": vars(args), "rows": rows, "op_rows": op_rows, "targets": tg}
+            json.dump(out, f, indent=1)
         print(f"wrote {args.json}")
-    return 1 if bad else 0
+    return 1 if bad or bad_ops else 0
 
 
 if __name__ == "__main__":

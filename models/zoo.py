@@ -19,6 +19,12 @@ Batch (and sequence, for the transformers) are dynamic axes.
 | bert         | input_ids, attention_mask, token_type_ids     | last_hidden_state [batch, seq,   |
 |              | int64 [batch, seq]                            | 128], pooler_output [batch, 128] |
 | gpt2         | input_ids int64 [batch, seq]                  | logits [batch, seq, 1000]        |
+| mlp2048 (*)  | input float32 [batch, 2048]                   | output [batch, 2048]             |
+| minilm_like (*) | as bert (6 layers, hidden 384, 12 heads,      | as bert, hidden 384              |
+|              | FFN 1536; default seq 128)                    |                                  |
+
+(*) benchmark-sized: not in `TEST_NAMES`, the list the test suite runs. `export(..., sparsity=, pattern=)`
+prunes Linear and Conv weights first (`prune_module`: unstructured, 2:4 or 4x1 blocks).
 """
 
 from __future__ import annotations
@@ -55,6 +61,17 @@ class MLP(nn.Module):
         self.net = nn.Sequential(
             nn.Linear(256, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 10)
         )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class WideMLP(nn.Module):
+    """4 x (Linear 2048 -> 2048 + ReLU): the sparse-MLP benchmark shape."""
+
+    def __init__(self, width: int = 2048, layers: int = 4) -> None:
+        super().__init__()
+        self.net = nn.Sequential(*(m for _ in range(layers) for m in (nn.Linear(width, width), nn.ReLU())))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -183,33 +200,33 @@ class MobileNetV2(nn.Module):
 
 
 class BertSelfAttention(nn.Module):
-    def __init__(self) -> None:
+    def __init__(self, hidden: int = HIDDEN, heads: int = HEADS) -> None:
         super().__init__()
-        self.head_dim = HIDDEN // HEADS
-        self.query = nn.Linear(HIDDEN, HIDDEN)
-        self.key = nn.Linear(HIDDEN, HIDDEN)
-        self.value = nn.Linear(HIDDEN, HIDDEN)
-        self.out = nn.Linear(HIDDEN, HIDDEN)
-        self.norm = nn.LayerNorm(HIDDEN, eps=1e-12)
+        self.hidden, self.heads, self.head_dim = hidden, heads, hidden // heads
+        self.query = nn.Linear(hidden, hidden)
+        self.key = nn.Linear(hidden, hidden)
+        self.value = nn.Linear(hidden, hidden)
+        self.out = nn.Linear(hidden, hidden)
+        self.norm = nn.LayerNorm(hidden, eps=1e-12)
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         b, s = x.shape[0], x.shape[1]
-        return x.view(b, s, HEADS, self.head_dim).permute(0, 2, 1, 3)
+        return x.view(b, s, self.heads, self.head_dim).permute(0, 2, 1, 3)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         q, k, v = self._heads(self.query(x)), self._heads(self.key(x)), self._heads(self.value(x))
         scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.head_dim) + mask
         ctx = torch.matmul(torch.softmax(scores, dim=-1), v)
-        ctx = ctx.permute(0, 2, 1, 3).reshape(x.shape[0], x.shape[1], HIDDEN)
+        ctx = ctx.permute(0, 2, 1, 3).reshape(x.shape[0], x.shape[1], self.hidden)
         return self.norm(x + self.out(ctx))
 
 
 class BertLayer(nn.Module):
-    def __init__(self) -> None:
+    def __init__(self, hidden: int = HIDDEN, heads: int = HEADS, ffn: int = FFN) -> None:
         super().__init__()
-        self.attention = BertSelfAttention()
-        self.ffn = nn.Sequential(nn.Linear(HIDDEN, FFN), nn.GELU(), nn.Linear(FFN, HIDDEN))
-        self.norm = nn.LayerNorm(HIDDEN, eps=1e-12)
+        self.attention = BertSelfAttention(hidden, heads)
+        self.ffn = nn.Sequential(nn.Linear(hidden, ffn), nn.GELU(), nn.Linear(ffn, hidden))
+        self.norm = nn.LayerNorm(hidden, eps=1e-12)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         x = self.attention(x, mask)
@@ -217,16 +234,18 @@ class BertLayer(nn.Module):
 
 
 class Bert(nn.Module):
-    """A BERT-style encoder: 2 layers, hidden 128, 4 heads, FFN 512 (erf GELU), tanh pooler."""
+    """A BERT-style encoder: by default 2 layers, hidden 128, 4 heads, FFN 512 (erf GELU), tanh pooler."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self, hidden: int = HIDDEN, heads: int = HEADS, ffn: int = FFN, layers: int = LAYERS
+    ) -> None:
         super().__init__()
-        self.word = nn.Embedding(VOCAB, HIDDEN)
-        self.position = nn.Embedding(MAX_POSITIONS, HIDDEN)
-        self.token_type = nn.Embedding(2, HIDDEN)
-        self.norm = nn.LayerNorm(HIDDEN, eps=1e-12)
-        self.layers = nn.ModuleList(BertLayer() for _ in range(LAYERS))
-        self.pooler = nn.Linear(HIDDEN, HIDDEN)
+        self.word = nn.Embedding(VOCAB, hidden)
+        self.position = nn.Embedding(MAX_POSITIONS, hidden)
+        self.token_type = nn.Embedding(2, hidden)
+        self.norm = nn.LayerNorm(hidden, eps=1e-12)
+        self.layers = nn.ModuleList(BertLayer(hidden, heads, ffn) for _ in range(layers))
+        self.pooler = nn.Linear(hidden, hidden)
 
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor
@@ -239,6 +258,11 @@ class Bert(nn.Module):
             x = layer(x, mask)
         pooled = torch.tanh(self.pooler(x[:, 0]))
         return x, pooled
+
+
+def minilm_like() -> Bert:
+    """all-MiniLM-L6-v2's shape (6 layers, hidden 384, 12 heads, FFN 1536) with a 1000-token vocabulary."""
+    return Bert(hidden=384, heads=12, ffn=1536, layers=6)
 
 
 class GPT2Block(nn.Module):
@@ -298,6 +322,7 @@ class ModelInfo:
     # output name -> dynamic axes {axis: name}
     outputs: dict[str, dict[int, str]]
     default_seq: int | None = None  # None: not a sequence model
+    large: bool = False  # benchmark-sized: left out of the test suite's model list
 
     @property
     def is_transformer(self) -> bool:
@@ -310,6 +335,13 @@ MODELS: dict[str, ModelInfo] = {
     m.name: m
     for m in (
         ModelInfo("mlp", MLP, {"input": (np.float32, ("batch", 256), _IMAGE)}, {"logits": {0: "batch"}}),
+        ModelInfo(
+            "mlp2048",
+            WideMLP,
+            {"input": (np.float32, ("batch", 2048), _IMAGE)},
+            {"output": {0: "batch"}},
+            large=True,
+        ),
         ModelInfo(
             "cnn", SmallCNN, {"input": (np.float32, ("batch", 3, 32, 32), _IMAGE)}, {"logits": {0: "batch"}}
         ),
@@ -343,9 +375,23 @@ MODELS: dict[str, ModelInfo] = {
             {"logits": {0: "batch", 1: "seq"}},
             default_seq=16,
         ),
+        ModelInfo(
+            "minilm_like",
+            minilm_like,
+            {
+                "input_ids": (np.int64, ("batch", "seq"), _TOKENS),
+                "attention_mask": (np.int64, ("batch", "seq"), (0, 2)),
+                "token_type_ids": (np.int64, ("batch", "seq"), (0, 2)),
+            },
+            {"last_hidden_state": {0: "batch", 1: "seq"}, "pooler_output": {0: "batch"}},
+            default_seq=128,
+            large=True,
+        ),
     )
 }
 NAMES = list(MODELS)
+# The models the test suite runs end to end (the large ones are for benchmarks).
+TEST_NAMES = [n for n in NAMES if not MODELS[n].large]
 
 
 def _info(name: str) -> ModelInfo:
@@ -416,6 +462,41 @@ def sample_inputs(name: str, batch: int = 1, seq: int | None = None, seed: int =
     return feeds
 
 
+PATTERNS = ("unstructured", "2:4", "4x1")
+
+
+def prune_module(model: nn.Module, sparsity: float, pattern: str = "unstructured") -> int:
+    """Prune every Linear and group-1 Conv2d weight of `model` in place (magnitude, see zeroskip.prune):
+    `pattern` "unstructured" (`sparsity` of the entries), "2:4" (2 of every 4 along the input dim;
+    `sparsity` is ignored) or "4x1" (`sparsity` of the blocks of 4 output rows). Weights shared with an
+    Embedding (a tied LM head) and convs whose input dim does not fit the pattern are left alone.
+    Returns how many weights were pruned."""
+    from zeroskip import prune
+
+    if pattern not in PATTERNS:
+        raise ValueError(f"unknown pattern {pattern!r}; choose from {PATTERNS}")
+    tied = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    count = 0
+    for m in model.modules():
+        if not isinstance(m, (nn.Linear, nn.Conv2d)) or id(m.weight) in tied:
+            continue
+        if isinstance(m, nn.Conv2d) and m.groups != 1:
+            continue
+        w = m.weight.detach().reshape(m.weight.shape[0], -1).numpy()
+        if pattern == "2:4":
+            if w.shape[1] % 4:
+                continue
+            pruned = prune.nm_mask(w, 2, 4)
+        elif pattern == "4x1":
+            pruned = prune.block_magnitude(w, sparsity, (4, 1))
+        else:
+            pruned = prune.magnitude(w, sparsity)
+        with torch.no_grad():
+            m.weight.copy_(torch.from_numpy(pruned).reshape(m.weight.shape))
+        count += 1
+    return count
+
+
 def export(
     name: str,
     path: str | os.PathLike[str],
@@ -424,14 +505,19 @@ def export(
     batch: int = 1,
     seq: int | None = None,
     seed: int = SEED,
+    sparsity: float = 0.0,
+    pattern: str = "unstructured",
 ) -> tuple[str, InputSpec]:
     """Export model `name` to `path` (parent folders are made); returns (path, input_spec(batch, seq)).
 
     The graph is traced at batch 2 (and the model's default sequence length) with batch and sequence
     as dynamic axes, so `batch` and `seq` only choose the concrete shapes of the returned spec.
+    `sparsity` > 0 (or pattern "2:4") prunes the weights first (`prune_module`).
     """
     info = _info(name)
     model = build(name, seed)
+    if sparsity > 0 or pattern == "2:4":
+        prune_module(model, sparsity, pattern)
     trace_seq = info.default_seq
     example = tuple(torch.from_numpy(v) for v in sample_inputs(name, 2, trace_seq, seed=seed).values())
     dynamic_axes: dict[str, dict[int, str]] = {}

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+
 import numpy as np
 import pytest
 
@@ -78,3 +81,16 @@ def sparse_weight(rng: np.random.Generator, m: int, k: int, sparsity: float) -> 
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_tuning_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Sessions the tests load keep their tuning choices in a folder of this test run, not the user's
+    cache (tests that check the cache pass their own folder)."""
+    old = os.environ.get("ZEROSKIP_CACHE_DIR")
+    os.environ["ZEROSKIP_CACHE_DIR"] = str(tmp_path_factory.mktemp("zeroskip-cache"))
+    yield
+    if old is None:
+        os.environ.pop("ZEROSKIP_CACHE_DIR", None)
+    else:
+        os.environ["ZEROSKIP_CACHE_DIR"] = old

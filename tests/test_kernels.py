@@ -1,4 +1,5 @@
-"""Every registered SpMM kernel against numpy, on seeded random data over the edge cases.
+"""Every registered SpMM kernel against numpy, on seeded random data over the edge cases; then the
+Linear (x @ W.T) and Conv2d (im2col) entry points over every kernel.
 
 numpy + pytest only (runs under qemu on arm64 too). Kernels this CPU cannot run are reported as
 skipped with the ISA they need.
@@ -6,9 +7,11 @@ skipped with the ISA they need.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
-from conftest import assert_spmm_close, sparse_weight
+from conftest import TOLERANCE, assert_spmm_close, reference_spmm, sparse_weight
 from zeroskip import InputError, KernelError, kernels, prune
 from zeroskip.formats import BSR, CSR, NM
 
@@ -174,6 +177,350 @@ def test_default_kernel_is_fastest_isa_runnable():
         assert d.supports(a)
         best = max(rank[k.isa] for k in ALL if k.runnable and k.supports(a))
         assert rank[d.isa] == best
+
+
+# ---------------------------------------------------------------- Linear and Conv2d entry points
+
+LINEAR_MS = (1, 2, 3, 8, 17, 64)
+# Output features x input features; K == 1, odd N and K (multiples of 4 for 2:4).
+LINEAR_SHAPES = {"any": [(5, 37), (37, 1), (70, 131)], "nm": [(5, 36), (37, 4), (70, 132)]}
+BSR_BLOCKS = [(4, 1), (1, 4), (2, 3)]
+
+
+def _sparse(fmt: str, w: np.ndarray, rng: np.random.Generator, block=(4, 1)):
+    """(format object, its exact dense weight) for a kernel's format, pruned from w."""
+    if fmt == "csr":
+        w = w.copy()
+        w[rng.random(w.shape) < 0.7] = 0.0
+        w[0] = 0.0  # an all-zero output feature: bias (and clamp) only
+        return CSR.from_dense(w), w
+    if fmt == "bsr":
+        w = prune.block_magnitude(w, 0.5, block).astype(np.float32)
+        return BSR.from_dense(w, block), w
+    w = prune.nm_mask(w, 2, 4).astype(np.float32)
+    return NM.from_dense(w, 2, 4), w
+
+
+def _assert_close(y, ref, bound, what):
+    assert y.shape == ref.shape, f"{what}: shape {y.shape} != {ref.shape}"
+    assert y.dtype == np.float32, f"{what}: dtype {y.dtype}"
+    err = np.abs(y.astype(np.float64) - ref)
+    bad = np.argwhere(~(err <= bound))
+    if bad.size:
+        i = tuple(bad[0])
+        raise AssertionError(f"{what}: {len(bad)} wrong; first at {i}: got {y[i]!r}, expected {ref[i]!r}")
+
+
+def _check_linear(k, a, w, x, bias, clamp, what):
+    y = kernels.linear(a, x, bias=bias, kernel=k.name, clamp=clamp)
+    ref, bound = reference_spmm(w, x.T, bias)  # (N, M)
+    if clamp is not None:
+        ref = np.clip(ref, *clamp)
+    _assert_close(y, ref.T, bound.T, what)
+
+
+def _linear_cases(k: kernels.KernelInfo) -> list:
+    blocks = BSR_BLOCKS if k.format == "bsr" else [(4, 1)]
+    return [(n, kk, b) for n, kk in LINEAR_SHAPES["nm" if k.format == "nm" else "any"] for b in blocks]
+
+
+@pytest.mark.parametrize("k", [p for f in ("csr", "bsr", "nm") for p in _param(f)])
+def test_linear(k, rng):
+    """y = x @ W.T + bias (clamped) for few batch rows (the batch-1 kernel once per row) and more
+    (transposed through scratch), against numpy in float64."""
+    for n, kk, block in _linear_cases(k):
+        a, w = _sparse(k.format, rng.standard_normal((n, kk)).astype(np.float32), rng, block)
+        bias = rng.standard_normal(n).astype(np.float32)
+        for m in LINEAR_MS:
+            x = rng.standard_normal((m, kk)).astype(np.float32)
+            what = f"{k.name} {type(a).__name__}{block if k.format == 'bsr' else ''} N={n} K={kk} M={m}"
+            _check_linear(k, a, w, x, None, None, what)
+            _check_linear(k, a, w, x, bias, (-0.5, 0.75), what + " +bias clamp")
+
+
+def test_linear_vector_out_and_direct_call(rng):
+    """x (K,) gives y (N,); `out` is filled and returned; the graph runner's positional _C call works."""
+    from zeroskip import _C
+
+    w = sparse_weight(rng, 6, 10, 0.5)
+    a = CSR.from_dense(w)
+    x = rng.standard_normal(10).astype(np.float32)
+    y = kernels.linear(a, x)
+    assert y.shape == (6,)
+    np.testing.assert_allclose(y, w.astype(np.float64) @ x, rtol=1e-5, atol=1e-5)
+    xs = rng.standard_normal((4, 10)).astype(np.float32)
+    out = np.full((4, 6), np.nan, dtype=np.float32)
+    assert kernels.linear(a, xs, out, bias=np.arange(1, 7, dtype=np.float32)) is out
+    np.testing.assert_allclose(out, xs @ w.T.astype(np.float64) + np.arange(1, 7), rtol=1e-5, atol=1e-5)
+    out2 = np.empty_like(out)
+    bias = np.arange(6, dtype=np.float32)
+    _C.spmm_linear(kernels.pack(a), xs, out2, bias, 0.0, np.inf, None)
+    np.testing.assert_allclose(out2, np.maximum(xs @ w.T.astype(np.float64) + bias, 0), rtol=1e-5, atol=1e-5)
+    empty = kernels.linear(a, np.empty((0, 10), dtype=np.float32))
+    assert empty.shape == (0, 6)
+
+
+def conv_ref(x, w, bias, strides, pads, dilations):
+    """float64 direct convolution (zero padding, groups 1) and its error bound (conftest's scheme).
+
+    w is (Cout, C, KH, KW). Each window tap (i, j) adds w[:, :, i, j] times a strided slice of the
+    padded input.
+    """
+    b, c, h, wd = x.shape
+    cout, _, kh, kw = w.shape
+    (sh, sw), (pt, pl, pb, pr), (dh, dw) = strides, pads, dilations
+    oh = (h + pt + pb - dh * (kh - 1) - 1) // sh + 1
+    ow = (wd + pl + pr - dw * (kw - 1) - 1) // sw + 1
+    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+    ref = np.zeros((b, cout, oh, ow))
+    scale = np.zeros((b, cout, oh, ow))
+    for i in range(kh):
+        for j in range(kw):
+            win = xp[:, :, i * dh : i * dh + (oh - 1) * sh + 1 : sh, j * dw : j * dw + (ow - 1) * sw + 1 : sw]
+            wij = w[:, :, i, j].astype(np.float64)
+            ref += np.einsum("oc,bchw->bohw", wij, win)
+            scale += np.einsum("oc,bchw->bohw", np.abs(wij), np.abs(win))
+    if bias is not None:
+        ref += bias.astype(np.float64)[None, :, None, None]
+        scale += np.abs(bias.astype(np.float64))[None, :, None, None]
+    tol = TOLERANCE[np.float32]
+    return ref, tol["rel_to_abs_sum"] * (c * kh * kw + 1) * scale + tol["abs"]
+
+
+# (kernel_shape, strides, pads (top, left, bottom, right), dilations)
+CONV_CASES = [
+    ((1, 1), (1, 1), (0, 0, 0, 0), (1, 1)),  # direct: no im2col
+    ((1, 1), (2, 2), (0, 0, 0, 0), (1, 1)),
+    ((3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),
+    ((3, 3), (2, 2), (1, 0, 2, 1), (1, 1)),
+    ((3, 3), (1, 2), (2, 2, 2, 2), (2, 2)),
+    ((5, 3), (1, 1), (2, 1, 2, 1), (1, 1)),
+    ((2, 2), (1, 1), (0, 0, 0, 0), (1, 1)),
+]
+CONV_IMAGES = [(1, 1), (2, 3), (7, 9), (14, 14)]
+
+
+@pytest.mark.parametrize("k", [p for f in ("csr", "bsr", "nm") for p in _param(f)])
+def test_conv2d(k, rng):
+    c = 4  # C * KH * KW a multiple of 4 for 2:4
+    for ks, strides, pads, dil in CONV_CASES:
+        for cout in (5, 17):
+            kk = c * ks[0] * ks[1]
+            a, w2 = _sparse(k.format, rng.standard_normal((cout, kk)).astype(np.float32), rng)
+            w = w2.reshape(cout, c, *ks)
+            bias = rng.standard_normal(cout).astype(np.float32)
+            for hw in CONV_IMAGES:
+                for b in (1, 3):
+                    x = rng.standard_normal((b, c, *hw)).astype(np.float32)
+                    ref, bound = conv_ref(x, w, bias, strides, pads, dil)
+                    if ref.shape[2] < 1 or ref.shape[3] < 1:
+                        continue  # the window does not fit this image (see test_conv2d_bad_args)
+                    what = f"{k.name} x={x.shape} w={w.shape} s={strides} p={pads} d={dil}"
+                    y = kernels.conv2d(a, x, ks, strides, pads, dil, bias=bias, kernel=k.name)
+                    _assert_close(y, ref, bound, what)
+                    y = kernels.conv2d(a, x, ks, strides, pads, dil, kernel=k.name, clamp=(-0.5, 0.5))
+                    ref, bound = conv_ref(x, w, None, strides, pads, dil)
+                    _assert_close(y, np.clip(ref, -0.5, 0.5), bound, what + " clamp")
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_linear_conv_threads_give_identical_results(threads, rng):
+    """Transposes and im2col large enough to be split across threads give the same bits as serial."""
+    w = sparse_weight(rng, 40, 16 * 9, 0.8)
+    a = CSR.from_dense(w)
+    x = rng.standard_normal((70, 16 * 9 * 8)).astype(np.float32)
+    big = CSR.from_dense(sparse_weight(rng, 300, 16 * 9 * 8, 0.9))
+    xc = rng.standard_normal((2, 16, 40, 33)).astype(np.float32)
+    conv = (a, xc, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1))
+    before = kernels.num_threads()
+    try:
+        kernels.set_num_threads(1)
+        lin1, conv1 = kernels.linear(big, x), kernels.conv2d(*conv)
+        kernels.set_num_threads(threads)
+        np.testing.assert_array_equal(kernels.linear(big, x), lin1)
+        np.testing.assert_array_equal(kernels.conv2d(*conv), conv1)
+    finally:
+        kernels.set_num_threads(before)
+    ref, bound = conv_ref(xc, w.reshape(40, 16, 3, 3), None, (1, 1), (1, 1, 1, 1), (1, 1))
+    _assert_close(conv1, ref, bound, "conv 16->40 3x3 on 40x33")
+
+
+@pytest.mark.parametrize("k", [p for f in ("csr", "bsr", "nm") for p in _param(f)])
+def test_conv2d_block_and_row_splits_agree(k, rng):
+    """Many output positions are split among threads by column blocks, few by output channels; both
+    chunk the columns alike, so 1 thread (18 blocks: by blocks) and 3 (by rows) give the same bits."""
+    a, w = _sparse(k.format, rng.standard_normal((24, 16 * 9)).astype(np.float32), rng)
+    x = rng.standard_normal((1, 16, 30, 37)).astype(np.float32)
+    bias = rng.standard_normal(24).astype(np.float32)
+    args = (a, x, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1))
+    before = kernels.num_threads()
+    try:
+        kernels.set_num_threads(1)
+        by_blocks = kernels.conv2d(*args, bias=bias, kernel=k.name)
+        kernels.set_num_threads(3)
+        by_rows = kernels.conv2d(*args, bias=bias, kernel=k.name)
+    finally:
+        kernels.set_num_threads(before)
+    np.testing.assert_array_equal(by_blocks, by_rows)
+    ref, bound = conv_ref(x, w.reshape(24, 16, 3, 3), bias, (1, 1), (1, 1, 1, 1), (1, 1))
+    _assert_close(by_blocks, ref, bound, f"{k.name} conv 16->24 3x3 on 30x37")
+
+
+def test_linear_conv_concurrent_callers(rng):
+    """Two Python threads (the GIL released in the kernels) each keep their own scratch."""
+    jobs = []
+    for m, n, kk in ((9, 33, 70), (23, 50, 41)):
+        w = sparse_weight(rng, n, kk, 0.6)
+        x = rng.standard_normal((m, kk)).astype(np.float32)
+        jobs.append((CSR.from_dense(w), x, x @ w.T.astype(np.float64)))
+    wc = sparse_weight(rng, 8, 3 * 9, 0.5)
+    xc = rng.standard_normal((2, 3, 20, 17)).astype(np.float32)
+    conv_expected = conv_ref(xc, wc.reshape(8, 3, 3, 3), None, (1, 1), (1, 1, 1, 1), (1, 1))[0]
+    errors: list[str] = []
+
+    def work(t: int) -> None:
+        a, x, expected = jobs[t]
+        for _ in range(40):
+            if not np.allclose(kernels.linear(a, x), expected, rtol=1e-4, atol=1e-4):
+                errors.append(f"linear in thread {t}")
+            if t == 1:
+                y = kernels.conv2d(CSR.from_dense(wc), xc, (3, 3), pads=(1, 1, 1, 1))
+                if not np.allclose(y, conv_expected, rtol=1e-4, atol=1e-4):
+                    errors.append("conv2d")
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+
+
+class TestLinearConvBadInput:
+    @pytest.fixture
+    def a(self):
+        return CSR.from_dense(np.eye(6, 4, dtype=np.float32))  # N = 6 outputs, K = 4 inputs
+
+    @pytest.fixture
+    def conv_w(self):
+        return CSR.from_dense(np.ones((5, 2 * 3 * 3), dtype=np.float32))  # Cout 5, C 2, 3x3
+
+    def test_linear_wrong_dtype(self, a):
+        with pytest.raises(InputError, match=r"x must be float32.*astype"):
+            kernels.linear(a, np.ones((3, 4)))
+
+    def test_linear_non_contiguous(self, a):
+        with pytest.raises(InputError, match="C-contiguous"):
+            kernels.linear(a, np.ones((3, 8), dtype=np.float32)[:, ::2])
+
+    def test_linear_k_mismatch(self, a):
+        with pytest.raises(InputError, match=r"x has shape \(3, 5\), expected \(M, 4\)"):
+            kernels.linear(a, np.ones((3, 5), dtype=np.float32))
+        with pytest.raises(InputError, match="2-D"):
+            kernels.linear(a, np.ones((3, 4, 1), dtype=np.float32))
+
+    def test_linear_bad_out(self, a):
+        x = np.ones((3, 4), dtype=np.float32)
+        with pytest.raises(InputError, match=r"out has shape \(3, 5\), expected \(3, 6\)"):
+            kernels.linear(a, x, out=np.empty((3, 5), dtype=np.float32))
+        with pytest.raises(InputError, match=r"out has shape \(2, 6\), expected \(3, 6\)"):
+            kernels.linear(a, x, out=np.empty((2, 6), dtype=np.float32))
+        with pytest.raises(InputError, match="out must be float32"):
+            kernels.linear(a, x, out=np.empty((3, 6)))
+        with pytest.raises(InputError, match="out must be C-contiguous"):
+            kernels.linear(a, x, out=np.empty((6, 3), dtype=np.float32).T)
+        out = np.empty((3, 6), dtype=np.float32)
+        out.flags.writeable = False
+        with pytest.raises(InputError, match="read-only"):
+            kernels.linear(a, x, out=out)
+        with pytest.raises(InputError, match="numpy array"):
+            kernels.linear(a, x, out=[0.0] * 18)
+
+    def test_linear_out_aliasing(self):
+        a = CSR.from_dense(np.eye(4, dtype=np.float32))
+        buf = np.ones((4, 4), dtype=np.float32)
+        with pytest.raises(InputError, match="share memory with x"):
+            kernels.linear(a, buf, out=buf)
+        mem = np.ones(4 * 4 + 2, dtype=np.float32)
+        with pytest.raises(InputError, match="share memory with bias"):
+            kernels.linear(a, buf, out=mem[:16].reshape(4, 4), bias=mem[14:])
+
+    def test_linear_bad_bias_clamp_kernel(self, a):
+        x = np.ones((3, 4), dtype=np.float32)
+        with pytest.raises(InputError, match="bias must be a contiguous float32 vector of length 6"):
+            kernels.linear(a, x, bias=np.ones(4, dtype=np.float32))
+        with pytest.raises(InputError, match="clamp range is empty"):
+            kernels.linear(a, x, clamp=(1.0, 0.0))
+        with pytest.raises(KernelError, match="unknown kernel 'nope'"):
+            kernels.linear(a, x, kernel="nope")
+        with pytest.raises(KernelError, match="bsr weights, not csr"):
+            kernels.linear(a, x, kernel="spmm_bsr_f32_1x1_scalar")
+        with pytest.raises(InputError, match="CSR, BSR or NM"):
+            kernels.linear(np.eye(4, dtype=np.float32), x)
+
+    def _conv(self, a, x, ks=(3, 3), strides=(1, 1), pads=(1, 1, 1, 1), dil=(1, 1), **kw):
+        return kernels.conv2d(a, x, ks, strides, pads, dil, **kw)
+
+    def test_conv_x(self, conv_w):
+        with pytest.raises(InputError, match=r"x must be float32.*astype"):
+            self._conv(conv_w, np.ones((1, 2, 4, 4)))
+        with pytest.raises(InputError, match=r"x must be 4-D \(B, C, H, W\), got shape \(2, 4, 4\)"):
+            self._conv(conv_w, np.ones((2, 4, 4), dtype=np.float32))
+        with pytest.raises(InputError, match="x must be C-contiguous"):
+            self._conv(conv_w, np.ones((1, 2, 4, 8), dtype=np.float32)[..., ::2])
+
+    def test_conv_k_mismatch(self, conv_w):
+        with pytest.raises(InputError, match=r"weight has 18 columns, expected C\*KH\*KW = 3\*3\*3 = 27"):
+            self._conv(conv_w, np.ones((1, 3, 4, 4), dtype=np.float32))
+        with pytest.raises(InputError, match=r"expected C\*KH\*KW = 2\*1\*1 = 2"):
+            self._conv(conv_w, np.ones((1, 2, 4, 4), dtype=np.float32), ks=(1, 1))
+
+    def test_conv_bad_params(self, conv_w):
+        x = np.ones((1, 2, 4, 4), dtype=np.float32)
+        with pytest.raises(InputError, match=r"strides must be >= 1, got \(1, 0\)"):
+            self._conv(conv_w, x, strides=(1, 0))
+        with pytest.raises(InputError, match=r"dilations must be >= 1, got \(0, 1\)"):
+            self._conv(conv_w, x, dil=(0, 1))
+        with pytest.raises(InputError, match=r"pads must be >= 0, got \(1, -1, 1, 1\)"):
+            self._conv(conv_w, x, pads=(1, -1, 1, 1))
+        with pytest.raises(InputError, match=r"kernel_shape must be >= 1"):
+            self._conv(conv_w, x, ks=(0, 3))
+        with pytest.raises(InputError, match=r"pads must have 4 values \(top, left, bottom, right\), got 2"):
+            self._conv(conv_w, x, pads=(1, 1))
+        with pytest.raises(InputError, match="strides must have 2 values"):
+            self._conv(conv_w, x, strides=(1, 1, 1))
+        with pytest.raises(InputError, match="does not fit the padded input"):
+            self._conv(conv_w, np.ones((1, 2, 1, 4), dtype=np.float32), pads=(0, 0, 0, 0))
+        with pytest.raises(InputError, match="does not fit the padded input"):
+            self._conv(conv_w, x, pads=(0, 0, 0, 0), dil=(2, 2))
+
+    def test_conv_bad_out(self, conv_w):
+        x = np.ones((2, 2, 4, 4), dtype=np.float32)
+        with pytest.raises(InputError, match=r"out has shape \(2, 5, 3, 4\), expected \(2, 5, 4, 4\)"):
+            self._conv(conv_w, x, out=np.empty((2, 5, 3, 4), dtype=np.float32))
+        with pytest.raises(InputError, match=r"out has shape \(1, 5, 4, 4\), expected \(2, 5, 4, 4\)"):
+            self._conv(conv_w, x, out=np.empty((1, 5, 4, 4), dtype=np.float32))
+        with pytest.raises(InputError, match="out must be float32"):
+            self._conv(conv_w, x, out=np.empty((2, 5, 4, 4)))
+        with pytest.raises(InputError, match="out must be C-contiguous"):
+            self._conv(conv_w, x, out=np.empty((2, 5, 4, 8), dtype=np.float32)[..., ::2])
+        out = np.empty((2, 5, 4, 4), dtype=np.float32)
+        out.flags.writeable = False
+        with pytest.raises(InputError, match="read-only"):
+            self._conv(conv_w, x, out=out)
+
+    def test_conv_aliasing_bias_clamp_kernel(self):
+        a = CSR.from_dense(np.ones((2, 2), dtype=np.float32))  # 1x1 conv, 2 -> 2 channels
+        buf = np.ones((1, 2, 3, 3), dtype=np.float32)
+        with pytest.raises(InputError, match="share memory with x"):
+            self._conv(a, buf, ks=(1, 1), pads=(0, 0, 0, 0), out=buf)
+        x = np.ones((1, 2, 3, 3), dtype=np.float32)
+        with pytest.raises(InputError, match="bias must be a contiguous float32 vector of length 2"):
+            self._conv(a, x, ks=(1, 1), pads=(0, 0, 0, 0), bias=np.ones(3, dtype=np.float32))
+        with pytest.raises(InputError, match="clamp range is empty"):
+            self._conv(a, x, ks=(1, 1), pads=(0, 0, 0, 0), clamp=(1.0, 0.0))
+        with pytest.raises(KernelError, match="unknown kernel 'nope'"):
+            self._conv(a, x, ks=(1, 1), pads=(0, 0, 0, 0), kernel="nope")
 
 
 class TestBadInput:

@@ -45,11 +45,11 @@ def _load_zoo() -> Any:
 
 zoo = _load_zoo()
 
-TRANSFORMERS = [n for n in zoo.NAMES if zoo.MODELS[n].is_transformer]
+TRANSFORMERS = [n for n in zoo.TEST_NAMES if zoo.MODELS[n].is_transformer]
 # (model, batch, seq): batch 1 and 3; sequence 7 and 16 for the transformers.
 CASES = [
     (name, batch, seq)
-    for name in zoo.NAMES
+    for name in zoo.TEST_NAMES
     for batch in (1, 3)
     for seq in ((7, 16) if name in TRANSFORMERS else (None,))
 ]
@@ -127,7 +127,7 @@ def test_matches_onnxruntime(models: Zoo, case: tuple[str, int, int | None]) -> 
     check_against_ort(models, models.zs(name), name, batch, seq)
 
 
-@pytest.mark.parametrize("name", zoo.NAMES)
+@pytest.mark.parametrize("name", zoo.TEST_NAMES)
 def test_replans_when_shapes_change(models: Zoo, name: str) -> None:
     """A fresh session: batch 1, then 3, then 1 again (and a new sequence length each time). Outputs
     handed out earlier must survive the later runs (no buffer reused under the caller's feet)."""
@@ -143,7 +143,7 @@ def _meta(values: Any) -> list[tuple[str, str, list[int | str | None]]]:
     return [(v.name, v.type, list(v.shape)) for v in values]
 
 
-@pytest.mark.parametrize("name", zoo.NAMES)
+@pytest.mark.parametrize("name", zoo.TEST_NAMES)
 def test_inference_session_matches_onnxruntime(models: Zoo, name: str) -> None:
     """The onnxruntime-style API: metadata, run(None, feeds) as a list, and run with named outputs."""
     path = models.path(name)
@@ -168,7 +168,7 @@ def test_inference_session_matches_onnxruntime(models: Zoo, name: str) -> None:
         assert_close(got, refs[out_name], f"{name} InferenceSession.run({wanted}) output {out_name!r}")
 
 
-@pytest.mark.parametrize("name", zoo.NAMES)
+@pytest.mark.parametrize("name", zoo.TEST_NAMES)
 def test_session_metadata(models: Zoo, name: str) -> None:
     """Session.inputs / .outputs: name, numpy dtype, shape with the symbolic dims as strings."""
     ref_sess = models.ort(name)
@@ -179,7 +179,7 @@ def test_session_metadata(models: Zoo, name: str) -> None:
         assert [tuple(v.shape) for v in ours] == [tuple(v.shape) for v in theirs]
 
 
-@pytest.mark.parametrize("name", zoo.NAMES)
+@pytest.mark.parametrize("name", zoo.TEST_NAMES)
 def test_torch_tensors_in_and_out(models: Zoo, name: str) -> None:
     seq = 7 if name in TRANSFORMERS else None
     feeds = zoo.sample_inputs(name, 1, seq)

@@ -27,28 +27,12 @@ int default_threads() {
 
 std::atomic<int> g_threads{0};
 
-// Per-thread kernel scratch (see kPanelFloats), kept across calls so a call
-// does not page-fault a fresh buffer; pool threads live as long as the pool.
-// Cache-line aligned, so panel rows start on a line.
-struct Scratch {
-  float* p = nullptr;
-  size_t bytes = 0;
-  ~Scratch() { std::free(p); }
-  float* get(size_t need) {
-    if (need <= bytes) return p;
-    const size_t size = (need + 63) / 64 * 64;
-    void* q = std::aligned_alloc(64, size);
-    if (!q) throw std::bad_alloc();
-    std::free(p);
-    p = static_cast<float*>(q);
-    bytes = size;
-    return p;
-  }
-};
-
+// Per-thread kernel scratch (see kPanelFloats), kept across calls; pool
+// threads live as long as the pool. Cache-line aligned, so panel rows start on
+// a line.
 float* scratch(int64_t k) {
-  thread_local Scratch s;
-  return s.get(static_cast<size_t>(k * kPanelFloats) * sizeof(float));
+  thread_local AlignedBuffer s;
+  return s.get(static_cast<size_t>(k * kPanelFloats));
 }
 
 // Runs body(begin, end) over [0, rows) in `parts` nnz-balanced ranges.
@@ -72,6 +56,20 @@ void parallel_rows(const int64_t* ptr, int64_t rows, int64_t unit, int64_t work,
 }
 
 }  // namespace
+
+AlignedBuffer::~AlignedBuffer() { std::free(p_); }
+
+float* AlignedBuffer::get(size_t floats) {
+  const size_t need = floats * sizeof(float);
+  if (p_ && need <= bytes_) return p_;
+  const size_t size = (need > 0 ? need + 63 : 64) / 64 * 64;
+  void* q = std::aligned_alloc(64, size);
+  if (!q) throw std::bad_alloc();
+  std::free(p_);
+  p_ = static_cast<float*>(q);
+  bytes_ = size;
+  return p_;
+}
 
 int num_threads() {
   int n = g_threads.load(std::memory_order_relaxed);
@@ -116,6 +114,18 @@ void spmm(const KernelInfo& k, const BsrF32& a, const float* x, float* y, int64_
 void spmm(const KernelInfo& k, const NmF32& a, const float* x, float* y, int64_t n, const SpmmParams& p) {
   parallel_rows(nullptr, a.m, 1, a.m * (a.k / a.group * a.n) * n,
                 [&](int64_t b, int64_t e) { k.nm(a, x, y, n, p, b, e, scratch(a.k)); });
+}
+
+void spmm_serial(const KernelInfo& k, const CsrF32& a, const float* x, float* y, int64_t n, const SpmmParams& p) {
+  k.csr(a, x, y, n, p, 0, a.m, scratch(a.k));
+}
+
+void spmm_serial(const KernelInfo& k, const BsrF32& a, const float* x, float* y, int64_t n, const SpmmParams& p) {
+  k.bsr(a, x, y, n, p, 0, a.mb, scratch(a.k));
+}
+
+void spmm_serial(const KernelInfo& k, const NmF32& a, const float* x, float* y, int64_t n, const SpmmParams& p) {
+  k.nm(a, x, y, n, p, 0, a.m, scratch(a.k));
 }
 
 }  // namespace zs

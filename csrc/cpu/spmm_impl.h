@@ -36,9 +36,14 @@ struct Epi {
   typename V::R init(int64_t row) const { return bias ? V::bcast(bias[row]) : V::zero(); }
 };
 
+// Chunk kinds (the PART template argument): every vector whole; the last
+// vector partial (cnt lanes), in X and in Y; the last vector partial in Y only,
+// X coming from a panel zero-padded to whole vectors (see sweep_columns).
+constexpr int kWhole = 0, kPartial = 1, kPaddedX = 2;
+
 // Stores NV accumulators for columns [j0, j0 + NV*W), the last one partial
 // (cnt lanes) when PART.
-template <class V, int NV, bool PART>
+template <class V, int NV, int PART>
 inline void store_chunk(float* yrow, const typename V::R* acc, const Epi<V>& e, int cnt) {
   for (int v = 0; v < NV; ++v) {
     typename V::R r = V::clamp(acc[v], e.lo, e.hi);
@@ -50,9 +55,9 @@ inline void store_chunk(float* yrow, const typename V::R* acc, const Epi<V>& e, 
   }
 }
 
-template <class V, int NV, bool PART>
+template <class V, int NV, int PART>
 inline typename V::R load_x(const float* xrow, int v, int cnt) {
-  return (PART && v == NV - 1) ? V::load_part(xrow + v * V::W, cnt) : V::load(xrow + v * V::W);
+  return (PART == kPartial && v == NV - 1) ? V::load_part(xrow + v * V::W, cnt) : V::load(xrow + v * V::W);
 }
 
 // Columns [j0, j0 + width) of X: row k starts at p + k * ld.
@@ -71,10 +76,24 @@ inline XSlice slice(const float* x, int64_t k, int64_t n, int64_t j0, int width,
   return {ws, width};
 }
 
+// The partial last columns [j0, j0 + cnt) of X as a K x W panel, zero-padded
+// to whole vectors, so that the kernel loads them with plain vector loads.
+inline XSlice padded_slice(const float* x, int64_t k, int64_t n, int64_t j0, int cnt, int w, float* ws) {
+  for (int64_t r = 0; r < k; ++r) {
+    std::memcpy(ws + r * w, x + r * n + j0, sizeof(float) * cnt);
+    std::memset(ws + r * w + cnt, 0, sizeof(float) * (w - cnt));
+  }
+  return {ws, w};
+}
+
 // Column sweep for N > 1: chunks of MAXNV (8, 4 or 2) vectors, then narrower
 // ones, then the partial rest; f.run<NV, U, PART>(slice, j0, cnt) computes one
-// chunk for the thread's rows. Wide chunks matter on CPUs where the loads, not
-// the FMAs, are the limit: each nonzero costs a broadcast, an index and a value
+// chunk for the thread's rows. The partial rest reads a zero-padded copy (K x W
+// floats, within the workspace) when there is one: masked loads, one per
+// nonzero, cost about 3 plain ones on Zen 1 (vmaskmovps; 2048^2 at 90%, N=2,
+// 1 thread: 1.94 ms masked vs 0.58 ms for all of N=8), and NEON builds them
+// from scalars. Wide chunks matter on CPUs where the loads, not the FMAs, are
+// the limit: each nonzero costs a broadcast, an index and a value
 // load besides its NV vector loads, and the weight is streamed once per chunk
 // (4096^2 at 90%, N=128, AVX2 on Zen 1: 26.5 ms with 8-vector chunks vs 30 ms
 // with 4).
@@ -84,14 +103,18 @@ void sweep_columns(const float* x, int64_t k, int64_t n, float* ws, const F& f) 
   float* panel = n > MAXNV * W ? ws : nullptr;
   int64_t j0 = 0;
   if constexpr (MAXNV >= 8)
-    for (; j0 + 8 * W <= n; j0 += 8 * W) f.template run<8, 1, false>(slice(x, k, n, j0, 8 * W, panel), j0, W);
+    for (; j0 + 8 * W <= n; j0 += 8 * W) f.template run<8, 1, kWhole>(slice(x, k, n, j0, 8 * W, panel), j0, W);
   if constexpr (MAXNV >= 4)
-    for (; j0 + 4 * W <= n; j0 += 4 * W) f.template run<4, 2, false>(slice(x, k, n, j0, 4 * W, panel), j0, W);
-  for (; j0 + 2 * W <= n; j0 += 2 * W) f.template run<2, 4, false>(slice(x, k, n, j0, 2 * W, panel), j0, W);
-  for (; j0 + W <= n; j0 += W) f.template run<1, 4, false>(slice(x, k, n, j0, W, panel), j0, W);
+    for (; j0 + 4 * W <= n; j0 += 4 * W) f.template run<4, 2, kWhole>(slice(x, k, n, j0, 4 * W, panel), j0, W);
+  for (; j0 + 2 * W <= n; j0 += 2 * W) f.template run<2, 4, kWhole>(slice(x, k, n, j0, 2 * W, panel), j0, W);
+  for (; j0 + W <= n; j0 += W) f.template run<1, 4, kWhole>(slice(x, k, n, j0, W, panel), j0, W);
   if (j0 < n) {
     const int cnt = static_cast<int>(n - j0);
-    f.template run<1, 4, true>(slice(x, k, n, j0, cnt, panel), j0, cnt);
+    if (ws) {
+      f.template run<1, 4, kPaddedX>(padded_slice(x, k, n, j0, cnt, W, ws), j0, cnt);
+    } else {
+      f.template run<1, 4, kPartial>(slice(x, k, n, j0, cnt, nullptr), j0, cnt);
+    }
   }
 }
 
@@ -103,7 +126,7 @@ constexpr int kPrefetch = 16;
 // Columns come as 8-bit deltas (see CsrF32): a running column per stream, one
 // add per nonzero. U independent accumulator sets hide the FMA latency when NV
 // is small.
-template <class V, int NV, int U, bool PART, bool PF>
+template <class V, int NV, int U, int PART, bool PF>
 void csr_chunk_pf(const CsrF32& a, XSlice xs, float* y, int64_t n, const Epi<V>& ep,
                   int64_t rb, int64_t re, int64_t j0, int cnt) {
   using R = typename V::R;
@@ -148,7 +171,7 @@ void csr_chunk_pf(const CsrF32& a, XSlice xs, float* y, int64_t n, const Epi<V>&
 // (4096^2 at 90%, N=8, 1 thread: 2.30 ms without, 2.70 ms with).
 constexpr int64_t kPrefetchMinBytes = 256 << 10;
 
-template <class V, int NV, int U, bool PART>
+template <class V, int NV, int U, int PART>
 void csr_chunk(const CsrF32& a, XSlice xs, float* y, int64_t n, const Epi<V>& ep,
                int64_t rb, int64_t re, int64_t j0, int cnt) {
   if (a.k * xs.ld * int64_t{sizeof(float)} > kPrefetchMinBytes) {
@@ -207,7 +230,7 @@ struct CsrRun {
   float* y;
   int64_t n, rb, re;
   Epi<V> ep;
-  template <int NV, int U, bool PART>
+  template <int NV, int U, int PART>
   void run(XSlice xs, int64_t j0, int cnt) const {
     csr_chunk<V, NV, U, PART>(a, xs, y, n, ep, rb, re, j0, cnt);
   }
@@ -223,7 +246,7 @@ void csr_rows(const CsrF32& a, const float* x, float* y, int64_t n, const SpmmPa
 // ---------------------------------------------------------------- BSR, N > 1
 // G rows of a block row at a time, NV vectors of columns: each X row slice is
 // loaded once and reused by the G rows (the win of block sparsity).
-template <class V, class Idx, int G, int NV, bool PART>
+template <class V, class Idx, int G, int NV, int PART>
 void bsr_group(const BsrF32& a, XSlice xs, float* y, int64_t n, const Epi<V>& ep, int64_t ib,
                int r, int64_t j0, int cnt) {
   using R = typename V::R;
@@ -249,7 +272,7 @@ void bsr_group(const BsrF32& a, XSlice xs, float* y, int64_t n, const Epi<V>& ep
   for (int g = 0; g < G; ++g) store_chunk<V, NV, PART>(y + (r0 + g) * n + j0, acc[g], ep, cnt);
 }
 
-template <class V, class Idx, int NV, bool PART>
+template <class V, class Idx, int NV, int PART>
 void bsr_chunk(const BsrF32& a, XSlice xs, float* y, int64_t n, const Epi<V>& ep,
                int64_t rb, int64_t re, int64_t j0, int cnt) {
   for (int64_t ib = rb; ib < re; ++ib) {
@@ -354,7 +377,7 @@ struct BsrRun {
   float* y;
   int64_t n, rb, re;
   Epi<V> ep;
-  template <int NV, int U, bool PART>
+  template <int NV, int U, int PART>
   void run(XSlice xs, int64_t j0, int cnt) const {
     bsr_chunk<V, Idx, NV, PART>(a, xs, y, n, ep, rb, re, j0, cnt);
   }
@@ -388,7 +411,7 @@ inline int64_t nm24_col(const uint8_t* meta, int64_t q) {
 // Kept as its own loop on purpose: folding both into one loop over a column
 // cursor cost 12% on CSR (N=128) and 60% on 2:4 (N=8, where the columns are
 // sequential and X-row prefetch only adds work), 4096^2, 1 thread, AVX2.
-template <class V, int NV, int U, bool PART>
+template <class V, int NV, int U, int PART>
 void nm24_chunk(const NmF32& a, XSlice xs, float* y, int64_t n, const Epi<V>& ep, int64_t rb,
                 int64_t re, int64_t j0, int cnt) {
   using R = typename V::R;
@@ -497,7 +520,7 @@ struct Nm24Run {
   float* y;
   int64_t n, rb, re;
   Epi<V> ep;
-  template <int NV, int U, bool PART>
+  template <int NV, int U, int PART>
   void run(XSlice xs, int64_t j0, int cnt) const {
     nm24_chunk<V, NV, U, PART>(a, xs, y, n, ep, rb, re, j0, cnt);
   }

@@ -11,10 +11,12 @@
 #include <string>
 #include <tuple>
 #include <utility>
+#include <vector>
 
 #include "../cpu/dense.h"
 #include "../cpu/packed.h"
 #include "../cpu/registry.h"
+#include "../cpu/sparse_ops.h"
 #include "../cpu/spmm.h"
 #include "../cuda/device.h"
 
@@ -38,7 +40,7 @@ void expect_size(const py::array& a, int64_t size, const char* what) {
                           std::to_string(size));
 }
 
-// A float32, C-contiguous 2-D array of the given rows (cols < 0: any).
+// A float32, C-contiguous 2-D array of the given rows and cols (< 0: any).
 const float* dense_arg(const py::array& a, const char* what, int64_t rows, int64_t cols, bool writeable) {
   if (!a.dtype().is(py::dtype::of<float>()))
     throw py::type_error(std::string(what) + " must be float32, got " + std::string(py::str(a.dtype())) +
@@ -46,9 +48,10 @@ const float* dense_arg(const py::array& a, const char* what, int64_t rows, int64
   if (a.ndim() != 2) throw py::value_error(std::string(what) + " must be 2-D, got shape " + shape_str(a));
   if (!(a.flags() & py::array::c_style))
     throw py::value_error(std::string(what) + " must be C-contiguous; pass numpy.ascontiguousarray(" + what + ")");
-  if (a.shape(0) != rows || (cols >= 0 && a.shape(1) != cols))
-    throw py::value_error(std::string(what) + " has shape " + shape_str(a) + ", expected (" + std::to_string(rows) +
-                          ", " + (cols >= 0 ? std::to_string(cols) : std::string("N")) + ")");
+  if ((rows >= 0 && a.shape(0) != rows) || (cols >= 0 && a.shape(1) != cols))
+    throw py::value_error(std::string(what) + " has shape " + shape_str(a) + ", expected (" +
+                          (rows >= 0 ? std::to_string(rows) : std::string("M")) + ", " +
+                          (cols >= 0 ? std::to_string(cols) : std::string("N")) + ")");
   if (writeable && !a.writeable()) throw py::value_error(std::string(what) + " is read-only");
   return static_cast<const float*>(a.data());
 }
@@ -79,6 +82,24 @@ const zs::KernelInfo& pick(zs::Format f, const std::optional<std::string>& name,
   return *k;
 }
 
+// The epilogue: bias (float32, contiguous, `rows` long, not overlapping out) and clamp range.
+zs::SpmmParams epilogue(const std::optional<py::array>& bias, int64_t rows, const py::array& out, float lo,
+                        float hi) {
+  zs::SpmmParams p;
+  if (bias) {
+    if (!bias->dtype().is(py::dtype::of<float>()) || bias->ndim() != 1 || bias->shape(0) != rows ||
+        !(bias->flags() & py::array::c_style))
+      throw py::value_error("bias must be a contiguous float32 vector of length " + std::to_string(rows) +
+                            ", got " + std::string(py::str(bias->dtype())) + " " + shape_str(*bias));
+    if (overlaps(*bias, out)) throw py::value_error("out must not share memory with bias");
+    p.bias = static_cast<const float*>(bias->data());
+  }
+  if (!(lo <= hi)) throw py::value_error("clamp range is empty: min > max");
+  p.min = lo;
+  p.max = hi;
+  return p;
+}
+
 template <class View>
 void run_spmm(const View& a, const zs::KernelInfo& k, const py::array& x, const py::array& y,
               const std::optional<py::array>& bias, float lo, float hi) {
@@ -86,21 +107,24 @@ void run_spmm(const View& a, const zs::KernelInfo& k, const py::array& x, const 
   const int64_t n = x.shape(1);
   float* yp = const_cast<float*>(dense_arg(y, "out", a.m, n, true));
   if (overlaps(x, y)) throw py::value_error("out must not share memory with x");
-  zs::SpmmParams p;
-  if (bias) {
-    if (!bias->dtype().is(py::dtype::of<float>()) || bias->ndim() != 1 || bias->shape(0) != a.m ||
-        !(bias->flags() & py::array::c_style))
-      throw py::value_error("bias must be a contiguous float32 vector of length " + std::to_string(a.m) +
-                            ", got " + std::string(py::str(bias->dtype())) + " " + shape_str(*bias));
-    if (overlaps(*bias, y)) throw py::value_error("out must not share memory with bias");
-    p.bias = static_cast<const float*>(bias->data());
-  }
-  if (!(lo <= hi)) throw py::value_error("clamp range is empty: min > max");
-  p.min = lo;
-  p.max = hi;
+  const zs::SpmmParams p = epilogue(bias, a.m, y, lo, hi);
   if (a.m == 0 || n == 0) return;
   py::gil_scoped_release nogil;
   zs::spmm(k, a, xp, yp, n, p);
+}
+
+// Linear: x (M, K), out (M, N) for a weight of N x K.
+template <class View>
+void run_linear(const View& a, const zs::KernelInfo& k, const py::array& x, const py::array& y,
+                const std::optional<py::array>& bias, float lo, float hi) {
+  const float* xp = dense_arg(x, "x", -1, a.k, false);
+  const int64_t m = x.shape(0);
+  float* yp = const_cast<float*>(dense_arg(y, "out", m, a.m, true));
+  if (overlaps(x, y)) throw py::value_error("out must not share memory with x");
+  const zs::SpmmParams p = epilogue(bias, a.m, y, lo, hi);
+  if (a.m == 0 || m == 0) return;
+  py::gil_scoped_release nogil;
+  zs::spmm_linear(k, a, xp, yp, m, p);
 }
 
 py::dict kernel_dict(const zs::KernelInfo& k) {
@@ -164,6 +188,58 @@ std::string dims_str(std::initializer_list<int64_t> d) {
   size_t i = 0;
   for (int64_t v : d) s += (i++ ? ", " : "") + std::to_string(v);
   return s + ")";
+}
+
+// ---- sparse Conv2d ----
+
+// `v` must hold `count` values (`what` names them in errors).
+void expect_len(const std::vector<int64_t>& v, size_t count, const char* what, const char* names) {
+  if (v.size() != count)
+    throw py::value_error(std::string(what) + " must have " + std::to_string(count) + " values " + names +
+                          ", got " + std::to_string(v.size()));
+}
+
+// Conv2d, NCHW, groups 1: x (B, C, H, W), out (B, Cout, OH, OW) for a weight of Cout x (C KH KW).
+template <class View>
+void run_conv(const View& a, const zs::KernelInfo& k, const py::array& x, const py::array& y,
+              const std::optional<py::array>& bias, float lo, float hi, const std::vector<int64_t>& kernel_shape,
+              const std::vector<int64_t>& strides, const std::vector<int64_t>& pads,
+              const std::vector<int64_t>& dilations) {
+  const float* xp = f32_arg(x, "x", false);
+  float* yp = const_cast<float*>(f32_arg(y, "out", true));
+  if (x.ndim() != 4) throw py::value_error("x must be 4-D (B, C, H, W), got shape " + shape_str(x));
+  expect_len(kernel_shape, 2, "kernel_shape", "(KH, KW)");
+  expect_len(strides, 2, "strides", "(sh, sw)");
+  expect_len(pads, 4, "pads", "(top, left, bottom, right)");
+  expect_len(dilations, 2, "dilations", "(dh, dw)");
+  zs::Conv2dShape s;
+  s.b = x.shape(0), s.c = x.shape(1), s.h = x.shape(2), s.w = x.shape(3);
+  s.kh = kernel_shape[0], s.kw = kernel_shape[1];
+  s.sh = strides[0], s.sw = strides[1];
+  s.pad_t = pads[0], s.pad_l = pads[1], s.pad_b = pads[2], s.pad_r = pads[3];
+  s.dh = dilations[0], s.dw = dilations[1];
+  if (s.kh < 1 || s.kw < 1) throw py::value_error("kernel_shape must be >= 1, got " + dims_str({s.kh, s.kw}));
+  if (s.sh < 1 || s.sw < 1) throw py::value_error("strides must be >= 1, got " + dims_str({s.sh, s.sw}));
+  if (s.dh < 1 || s.dw < 1) throw py::value_error("dilations must be >= 1, got " + dims_str({s.dh, s.dw}));
+  if (s.pad_t < 0 || s.pad_l < 0 || s.pad_b < 0 || s.pad_r < 0)
+    throw py::value_error("pads must be >= 0, got " + dims_str({s.pad_t, s.pad_l, s.pad_b, s.pad_r}));
+  if (s.c * s.kh * s.kw != a.k)
+    throw py::value_error("weight has " + std::to_string(a.k) + " columns, expected C*KH*KW = " +
+                          std::to_string(s.c) + "*" + std::to_string(s.kh) + "*" + std::to_string(s.kw) + " = " +
+                          std::to_string(s.c * s.kh * s.kw) + " for x of shape " + shape_str(x));
+  s.oh = zs::conv_out_size(s.h, s.kh, s.sh, s.pad_t, s.pad_b, s.dh);
+  s.ow = zs::conv_out_size(s.w, s.kw, s.sw, s.pad_l, s.pad_r, s.dw);
+  if (s.oh < 1 || s.ow < 1)
+    throw py::value_error("kernel_shape " + dims_str({s.kh, s.kw}) + " with dilations " + dims_str({s.dh, s.dw}) +
+                          " does not fit the padded input " +
+                          dims_str({s.h + s.pad_t + s.pad_b, s.w + s.pad_l + s.pad_r}) + "; the output would be empty");
+  if (y.ndim() != 4 || y.shape(0) != s.b || y.shape(1) != a.m || y.shape(2) != s.oh || y.shape(3) != s.ow)
+    throw py::value_error("out has shape " + shape_str(y) + ", expected " + dims_str({s.b, a.m, s.oh, s.ow}));
+  if (overlaps(x, y)) throw py::value_error("out must not share memory with x");
+  const zs::SpmmParams p = epilogue(bias, a.m, y, lo, hi);
+  if (y.size() == 0) return;
+  py::gil_scoped_release nogil;
+  zs::spmm_conv2d(k, a, xp, yp, s, p);
 }
 
 // Above this much work the GIL is released (below it, releasing costs more than the call).
@@ -258,6 +334,51 @@ PYBIND11_MODULE(_C, m) {
     run_spmm(a.view(), pick(zs::Format::kNm, kernel, a.view().n, a.view().group), x, out, bias, lo, hi);
   }, py::arg("a"), py::arg("x"), py::arg("out"), py::arg("bias"), py::arg("min"), py::arg("max"),
         py::arg("kernel"), spmm_doc);
+  const char* linear_doc =
+      "Linear with a sparse N x K weight: out (M, N) = clamp(x (M, K) @ a.T + bias), bias per output column.";
+  m.def("spmm_linear", [](const zs::PackedCsr& a, py::array x, py::array out, std::optional<py::array> bias,
+                          float lo, float hi, std::optional<std::string> kernel) {
+    run_linear(a.view(), pick(zs::Format::kCsr, kernel, 0, 0), x, out, bias, lo, hi);
+  }, py::arg("a"), py::arg("x"), py::arg("out"), py::arg("bias"), py::arg("min"), py::arg("max"),
+        py::arg("kernel"), linear_doc);
+  m.def("spmm_linear", [](const zs::PackedBsr& a, py::array x, py::array out, std::optional<py::array> bias,
+                          float lo, float hi, std::optional<std::string> kernel) {
+    run_linear(a.view(), pick(zs::Format::kBsr, kernel, 0, 0), x, out, bias, lo, hi);
+  }, py::arg("a"), py::arg("x"), py::arg("out"), py::arg("bias"), py::arg("min"), py::arg("max"),
+        py::arg("kernel"), linear_doc);
+  m.def("spmm_linear", [](const zs::PackedNm& a, py::array x, py::array out, std::optional<py::array> bias,
+                          float lo, float hi, std::optional<std::string> kernel) {
+    run_linear(a.view(), pick(zs::Format::kNm, kernel, a.view().n, a.view().group), x, out, bias, lo, hi);
+  }, py::arg("a"), py::arg("x"), py::arg("out"), py::arg("bias"), py::arg("min"), py::arg("max"),
+        py::arg("kernel"), linear_doc);
+  const char* conv_doc =
+      "Conv2d (NCHW, groups 1) with a sparse Cout x (C*KH*KW) weight: out (B, Cout, OH, OW) = "
+      "clamp(conv(x (B, C, H, W)) + bias); kernel_shape (KH, KW), strides (sh, sw), zero pads "
+      "(top, left, bottom, right), dilations (dh, dw).";
+  m.def("spmm_conv", [](const zs::PackedCsr& a, py::array x, py::array out, std::optional<py::array> bias,
+                        float lo, float hi, std::optional<std::string> kernel, std::vector<int64_t> kernel_shape,
+                        std::vector<int64_t> strides, std::vector<int64_t> pads, std::vector<int64_t> dilations) {
+    run_conv(a.view(), pick(zs::Format::kCsr, kernel, 0, 0), x, out, bias, lo, hi, kernel_shape, strides, pads,
+             dilations);
+  }, py::arg("a"), py::arg("x"), py::arg("out"), py::arg("bias"), py::arg("min"), py::arg("max"),
+        py::arg("kernel"), py::arg("kernel_shape"), py::arg("strides"), py::arg("pads"), py::arg("dilations"),
+        conv_doc);
+  m.def("spmm_conv", [](const zs::PackedBsr& a, py::array x, py::array out, std::optional<py::array> bias,
+                        float lo, float hi, std::optional<std::string> kernel, std::vector<int64_t> kernel_shape,
+                        std::vector<int64_t> strides, std::vector<int64_t> pads, std::vector<int64_t> dilations) {
+    run_conv(a.view(), pick(zs::Format::kBsr, kernel, 0, 0), x, out, bias, lo, hi, kernel_shape, strides, pads,
+             dilations);
+  }, py::arg("a"), py::arg("x"), py::arg("out"), py::arg("bias"), py::arg("min"), py::arg("max"),
+        py::arg("kernel"), py::arg("kernel_shape"), py::arg("strides"), py::arg("pads"), py::arg("dilations"),
+        conv_doc);
+  m.def("spmm_conv", [](const zs::PackedNm& a, py::array x, py::array out, std::optional<py::array> bias,
+                        float lo, float hi, std::optional<std::string> kernel, std::vector<int64_t> kernel_shape,
+                        std::vector<int64_t> strides, std::vector<int64_t> pads, std::vector<int64_t> dilations) {
+    run_conv(a.view(), pick(zs::Format::kNm, kernel, a.view().n, a.view().group), x, out, bias, lo, hi,
+             kernel_shape, strides, pads, dilations);
+  }, py::arg("a"), py::arg("x"), py::arg("out"), py::arg("bias"), py::arg("min"), py::arg("max"),
+        py::arg("kernel"), py::arg("kernel_shape"), py::arg("strides"), py::arg("pads"), py::arg("dilations"),
+        conv_doc);
   m.def("dense_isas", [] {
     size_t count = 0;
     const zs::DenseOps* const* t = zs::dense_table(&count);

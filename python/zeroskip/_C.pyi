@@ -1,5 +1,6 @@
 """Type stub for the zeroskip._C extension (csrc/python/module.cc)."""
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -60,6 +61,28 @@ def spmm(
     min: float,
     max: float,
     kernel: str | None,
+) -> None: ...
+def spmm_linear(
+    a: PackedCsr | PackedBsr | PackedNm,
+    x: np.ndarray,
+    out: np.ndarray,
+    bias: np.ndarray | None,
+    min: float,
+    max: float,
+    kernel: str | None,
+) -> None: ...
+def spmm_conv(
+    a: PackedCsr | PackedBsr | PackedNm,
+    x: np.ndarray,
+    out: np.ndarray,
+    bias: np.ndarray | None,
+    min: float,
+    max: float,
+    kernel: str | None,
+    kernel_shape: Sequence[int],
+    strides: Sequence[int],
+    pads: Sequence[int],
+    dilations: Sequence[int],
 ) -> None: ...
 def dense_isas() -> list[dict[str, Any]]: ...
 def gelu(x: np.ndarray, out: np.ndarray, approximate: str = "none", isa: str | None = None) -> None: ...

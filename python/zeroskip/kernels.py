@@ -1,6 +1,8 @@
 """Sparse x dense matrix multiply over the C++ kernels (numpy only, no torch).
 
     y = kernels.spmm(a, x)             # a: CSR / BSR / NM (M x K), x: float32 (K, N) or (K,)
+    y = kernels.linear(w, x)           # Linear: x (M, K) @ w.T with a sparse N x K weight -> (M, N)
+    y = kernels.conv2d(w, x, (3, 3), pads=(1, 1, 1, 1))  # Conv2d, NCHW, w: Cout x (C*KH*KW)
     kernels.available()                # every registered kernel and whether this CPU runs it
 
 The first call with a weight packs it into the library's own validated copy (cached per object), so
@@ -19,7 +21,17 @@ from zeroskip import _C
 from zeroskip.errors import FormatError, InputError, KernelError
 from zeroskip.formats import BSR, CSR, NM
 
-__all__ = ["KernelInfo", "available", "default_kernel", "num_threads", "pack", "set_num_threads", "spmm"]
+__all__ = [
+    "KernelInfo",
+    "available",
+    "conv2d",
+    "default_kernel",
+    "linear",
+    "num_threads",
+    "pack",
+    "set_num_threads",
+    "spmm",
+]
 
 
 @dataclass(frozen=True)
@@ -126,6 +138,93 @@ def spmm(
     if out is not None:
         return out
     return y.reshape(m) if vector else y
+
+
+def linear(
+    a: CSR | BSR | NM,
+    x: Any,
+    out: np.ndarray | None = None,
+    *,
+    bias: Any = None,
+    kernel: str | None = None,
+    clamp: tuple[float, float] | None = None,
+) -> np.ndarray:
+    """y = x @ a.T (+ bias), optionally clamped to clamp=(min, max): a Linear layer with a sparse weight.
+
+    a is the N x K weight (ONNX Gemm's B with transB=1, torch's Linear.weight); x is float32 and
+    C-contiguous, (M, K) or (K,) (then y is (N,)); bias has one value per output column (N). `out`, if
+    given, receives y and must be float32, C-contiguous, (M, N) and not overlap x.
+    """
+    packed = pack(a)
+    xa = np.asarray(x)
+    vector = xa.ndim == 1
+    if vector:
+        xa = xa.reshape(1, -1)
+    n = a.shape[0]
+    if out is None:
+        y = np.empty((xa.shape[0] if xa.ndim == 2 else 0, n), dtype=np.float32)
+    else:
+        y = out.reshape(1, n) if (vector and isinstance(out, np.ndarray) and out.shape == (n,)) else out
+    if not isinstance(y, np.ndarray):
+        raise InputError(f"out must be a numpy array, got {type(y).__name__}")
+    if bias is not None:
+        bias = np.asarray(bias)
+    lo, hi = (-np.inf, np.inf) if clamp is None else (float(clamp[0]), float(clamp[1]))
+    try:
+        _C.spmm_linear(packed, xa, y, bias, lo, hi, kernel)
+    except _C.KernelError as e:
+        raise KernelError(f"linear with {type(a).__name__} {a.shape}: {e}") from None
+    except (ValueError, TypeError) as e:
+        raise InputError(f"linear with {type(a).__name__} {a.shape}: {e}") from None
+    if out is not None:
+        return out
+    return y.reshape(n) if vector else y
+
+
+def conv2d(
+    a: CSR | BSR | NM,
+    x: Any,
+    kernel_shape: tuple[int, int],
+    strides: tuple[int, int] = (1, 1),
+    pads: tuple[int, int, int, int] = (0, 0, 0, 0),
+    dilations: tuple[int, int] = (1, 1),
+    out: np.ndarray | None = None,
+    *,
+    bias: Any = None,
+    kernel: str | None = None,
+    clamp: tuple[float, float] | None = None,
+) -> np.ndarray:
+    """2-D convolution (NCHW, groups 1, zero padding) with a sparse weight, optionally clamped.
+
+    a is the ONNX weight W (Cout, C, KH, KW) as a Cout x (C*KH*KW) matrix (W.reshape(Cout, -1));
+    x is float32, C-contiguous (B, C, H, W); pads are (top, left, bottom, right), as ONNX orders them
+    for 2-D. Returns (B, Cout, OH, OW), OH = (H + top + bottom - dh*(KH - 1) - 1) // sh + 1 (likewise
+    OW). bias has one value per output channel.
+    """
+    packed = pack(a)
+    xa = np.asarray(x)
+    if out is None:
+        try:
+            (kh, kw), (sh, sw), (pt, pl, pb, pr), (dh, dw) = kernel_shape, strides, pads, dilations
+            oh = (xa.shape[2] + pt + pb - dh * (kh - 1) - 1) // sh + 1
+            ow = (xa.shape[3] + pl + pr - dw * (kw - 1) - 1) // sw + 1
+            y = np.empty((xa.shape[0], a.shape[0], max(oh, 0), max(ow, 0)), dtype=np.float32)
+        except (ValueError, TypeError, IndexError, ZeroDivisionError):
+            y = np.empty((0, 0, 0, 0), dtype=np.float32)  # the kernel call says what is wrong
+    else:
+        y = out
+    if not isinstance(y, np.ndarray):
+        raise InputError(f"out must be a numpy array, got {type(y).__name__}")
+    if bias is not None:
+        bias = np.asarray(bias)
+    lo, hi = (-np.inf, np.inf) if clamp is None else (float(clamp[0]), float(clamp[1]))
+    try:
+        _C.spmm_conv(packed, xa, y, bias, lo, hi, kernel, kernel_shape, strides, pads, dilations)
+    except _C.KernelError as e:
+        raise KernelError(f"conv2d with {type(a).__name__} {a.shape}: {e}") from None
+    except (ValueError, TypeError) as e:
+        raise InputError(f"conv2d with {type(a).__name__} {a.shape}: {e}") from None
+    return y
 
 
 def _format_name(a: object) -> str:

@@ -36,6 +36,8 @@ from zeroskip.errors import InputError, ModelError, UnsupportedOpError, Zeroskip
 from zeroskip.ir import Graph, Node, Value, fold_batchnorm, fold_constants, remove_dead_nodes
 from zeroskip.ir.fusion import fuse
 from zeroskip.ir.passes import NONDETERMINISTIC
+from zeroskip.ops._select import Offer
+from zeroskip.tuning import Tuner
 
 __all__ = ["Program", "evaluate_node", "optimize"]
 
@@ -160,8 +162,11 @@ class Program:
         impls: Mapping[str, Callable[..., Any]] | None = None,
         *,
         min_buffer_bytes: int = 64 << 10,
+        tuner: Tuner | None = None,
     ):
         self.graph = g
+        # Chooses among the paths weight-bearing ops offer (dense, sparse formats), per signature.
+        self.tuner = tuner if tuner is not None else Tuner()
         # Outputs smaller than this are left to the allocator: a small malloc costs less than the
         # out= call's extra Python and shape checks.
         self.min_buffer_bytes = min_buffer_bytes
@@ -306,7 +311,8 @@ def _node_error(st: Step, e: Exception, env: Mapping[int, Any]) -> ZeroskipError
 
 
 def _prepared(st: Step, sig: _Signature, prog: Program, known: Mapping[int, torch.Tensor]) -> Any:
-    """The op's own specialisation for this signature, if it has one (see ops.register)."""
+    """The op's own specialisation for this signature, if it has one (see ops.register); when the op
+    offers several paths (an `Offer`), the one the tuner measures fastest."""
     d = st.opdef
     if d.prepare is None or st.fn is not d.fn:
         return None
@@ -316,11 +322,14 @@ def _prepared(st: Step, sig: _Signature, prog: Program, known: Mapping[int, torc
         consts.append(c)
         shapes.append(None if v is None else sig.shapes.get(v, tuple(c.shape) if c is not None else None))
     try:
-        return d.prepare(shapes, consts, **st.attrs)
+        spec = d.prepare(shapes, consts, **st.attrs)
     except ZeroskipError:
         raise
     except Exception:  # the generic function already ran on this signature
         return None
+    if isinstance(spec, Offer):
+        return prog.tuner.choose(st.node, spec)
+    return spec
 
 
 def _nbytes(sig: _Signature, vid: int) -> int:
@@ -369,7 +378,11 @@ class Plan:
         # replace it, and nothing that may alias its output is a graph output. Aliasing depends on
         # which steps use buffers, so settle both together.
         # Ops that specialise themselves for this signature (see ops.register's `prepare`).
-        special = {st.index: _prepared(st, sig, prog, known) for st in live_steps}
+        prog.tuner.begin(sum(st.opdef.prepare is not None for st in live_steps))
+        try:
+            special = {st.index: _prepared(st, sig, prog, known) for st in live_steps}
+        finally:
+            prog.tuner.end()
         uses_out = {
             st.index: (
                 special[st.index] is None

@@ -44,13 +44,26 @@ def load(
     device: str = "cpu",
     threads: int | None = None,
     options: Mapping[str, Any] | None = None,
+    sample_inputs: Mapping[str, Any] | None = None,
 ) -> Session:
     """Load an ONNX model (path, bytes or onnx.ModelProto) and prepare it to run on `device`.
 
     `threads` sets the intra-op thread count (torch's and the sparse kernels'; both are
     process-wide). Everything that can be done once happens here; `Session.run` only executes.
+
+    Weight-bearing ops (MatMul/Gemm/Conv with constant weights) get the fastest of their dense path
+    and every sparse kernel that runs their weight, measured on the real input shape: that of
+    `sample_inputs` (tuned here, at load) or of the first `run` with each new shape. Choices are
+    cached on disk (`ZEROSKIP_CACHE_DIR`), so the next load of the model measures nothing;
+    `Session.report()` shows them.
+
+    options:
+      sparse: "auto" (default: measured), "off" (dense only), "force-csr" | "force-bsr" | "force-nm"
+      cache: True (default), False (measure every time, keep nothing), or a directory
+      progress: show a progress line while tuning (default: when stderr is a terminal)
+      optimize: run the graph passes (default True); min_buffer_bytes: smallest pooled buffer
     """
-    return Session(model, device=device, threads=threads, options=options)
+    return Session(model, device=device, threads=threads, options=options, sample_inputs=sample_inputs)
 
 
 class Session:
@@ -67,11 +80,12 @@ class Session:
         device: str = "cpu",
         threads: int | None = None,
         options: Mapping[str, Any] | None = None,
+        sample_inputs: Mapping[str, Any] | None = None,
     ):
         if device not in _DEVICES:
             raise InputError(f"device '{device}' is not available; choose one of {list(_DEVICES)}")
         self.options = dict(options or {})
-        known = {"optimize", "min_buffer_bytes"}
+        known = {"optimize", "min_buffer_bytes", "sparse", "cache", "progress"}
         unknown = sorted(set(self.options) - known)
         if unknown:
             raise InputError(f"unknown option(s) {unknown}; known: {sorted(known)}")
@@ -80,6 +94,7 @@ class Session:
         from zeroskip import kernels
         from zeroskip.onnx_import import read_model, to_graph
         from zeroskip.plan import Program, optimize
+        from zeroskip.tuning import Tuner, TuningCache
 
         if threads is not None:
             if not isinstance(threads, int) or threads < 1:
@@ -91,7 +106,22 @@ class Session:
         graph = to_graph(proto)
         self.stats = optimize(graph) if self.options.get("optimize", True) else {}
         self.graph = graph
-        self.program = Program(graph, min_buffer_bytes=int(self.options.get("min_buffer_bytes", 64 << 10)))
+        cache_opt = self.options.get("cache", True)
+        if cache_opt is True:
+            cache = TuningCache()
+        elif cache_opt is False or cache_opt is None:
+            cache = None
+        elif isinstance(cache_opt, (str, os.PathLike)):
+            cache = TuningCache(cache_opt)
+        else:
+            raise InputError(f"options['cache'] must be True, False or a directory, got {cache_opt!r}")
+        progress = self.options.get("progress")
+        tuner = Tuner(
+            str(self.options.get("sparse", "auto")), cache, None if progress is None else bool(progress)
+        )
+        self.program = Program(
+            graph, min_buffer_bytes=int(self.options.get("min_buffer_bytes", 64 << 10)), tuner=tuner
+        )
         self.inputs = [_info(v) for v in graph.inputs]
         self.outputs = [_info(v) for v in graph.outputs]
         self._input_torch_dtypes = [self._torch_dtype(i) for i in self.inputs]
@@ -111,6 +141,15 @@ class Session:
             )
             for i, static in zip(self.inputs, self._static_dims)
         ]
+        if sample_inputs is not None:
+            self.run(sample_inputs)  # plans (and tunes) this shape now
+
+    def report(self) -> Any:
+        """Per weight-bearing op and input shape planned so far: weight shape, sparsity and structure,
+        every candidate's median µs, the one chosen and why (`str()` for a table, `.rows` for data)."""
+        from zeroskip.tuning import Report
+
+        return Report(self.program.tuner.records)
 
     def _torch_dtype(self, info: ValueInfo) -> Any:
         if info.dtype is None:

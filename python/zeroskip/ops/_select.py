@@ -1,43 +1,34 @@
-"""Choosing between implementations of one op for one input shape: the op-level choice a plan makes
-once per signature (torch vs a zeroskip kernel). Issue-4 tuning will take this over and cache it."""
+"""What a weight-bearing op offers the scheduler for one input shape.
+
+An op's `prepare` hook (see ops.register) returns an `Offer` instead of a callable when it has more
+than one way to run: the dense paths it has (torch first: it is the reference every other path is
+checked against), and, when its weight can be multiplied as a sparse matrix, that matrix and a
+function binding a packed sparse copy of it to a runner. The planner hands the offer to
+`zeroskip.tuning`, which converts the weight, checks and times every candidate on the real shape,
+and keeps the fastest (caching the choice on disk).
+"""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-import torch
+import numpy as np
 
-__all__ = ["fastest"]
-
-
-def fastest(reference: Callable[..., Any], others: Sequence[Callable[..., Any]], shape: Sequence[int]) -> Any:
-    """The fastest of `reference` and those of `others` whose output on a random input of `shape`
-    matches the reference's (rtol 1e-4, atol 1e-5 of its largest magnitude): a fast wrong kernel is
-    never picked. Each is timed by its median over a few calls after a warm-up."""
-    if not others:
-        return reference
-    probe = torch.randn(tuple(shape))
-    want = reference(probe)
-    atol = 1e-5 * float(want.abs().max()) + 1e-30
-    agree = [reference]
-    for fn in others:
-        try:
-            got = fn(probe)
-        except RuntimeError:
-            continue
-        if got.shape == want.shape and torch.allclose(got, want, rtol=1e-4, atol=atol):
-            agree.append(fn)
-    return min(agree, key=lambda fn: _median_seconds(fn, probe))
+__all__ = ["Offer"]
 
 
-def _median_seconds(fn: Callable[..., Any], x: torch.Tensor, repeat: int = 5) -> float:
-    fn(x)
-    fn(x)
-    samples = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn(x)
-        samples.append(time.perf_counter() - t0)
-    return sorted(samples)[repeat // 2]
+@dataclass
+class Offer:
+    # Shape of the op's first input for this signature: candidates are checked and timed on it.
+    probe_shape: tuple[int, ...]
+    # (name, runner) pairs; runner(x) takes the op's first input and returns its output. The first is
+    # the reference (torch).
+    dense: Sequence[tuple[str, Callable[..., Any]]]
+    # Op-specific identity of what the runners compute besides the weight (geometry, activation...).
+    config: Hashable = ()
+    # The weight as the sparse kernels see it: (outputs, reduction), float32. None: dense only.
+    weight: np.ndarray | None = None
+    # bind_sparse(packed weight, kernel name) -> runner, for formats of `weight`.
+    bind_sparse: Callable[[Any, str], Callable[..., Any]] | None = None

@@ -15,7 +15,7 @@ import torch
 
 from zeroskip import _C
 
-__all__ = ["available", "gelu", "gelu_out", "linear_small", "softmax"]
+__all__ = ["available", "gelu", "gelu_out", "linear_small", "softmax", "sparse_conv", "sparse_linear"]
 
 
 def available() -> bool:
@@ -114,6 +114,66 @@ def linear_small(wt: torch.Tensor, bias: torch.Tensor | None, x_shape: tuple[int
     def run(x: torch.Tensor, *_: Any) -> torch.Tensor:
         y = empty(out_shape, f32)
         gemv(w_np, _c_array(x).reshape(m, k), b_np, y.reshape(m, n), lo, hi, None)
+        return from_numpy(y)
+
+    return run
+
+
+def _bounds(clamp: tuple[float, float] | None) -> tuple[float, float]:
+    return (-math.inf, math.inf) if clamp is None else (float(clamp[0]), float(clamp[1]))
+
+
+def sparse_linear(
+    packed: Any,
+    kernel: str,
+    bias: torch.Tensor | None,
+    clamp: tuple[float, float] | None,
+    x_shape: tuple[int, ...],
+) -> Any:
+    """y = clamp(x @ A.T + bias) for inputs of shape `x_shape`, with A a packed sparse weight (N x K)
+    run by the named SpMM kernel (bias and Relu/Clip in the kernel's epilogue)."""
+    n, k = packed.shape
+    m = math.prod(x_shape[:-1])
+    b_np = None if bias is None else bias.contiguous().reshape(n).numpy()
+    lo, hi = _bounds(clamp)
+    out_shape = (*x_shape[:-1], n)
+    spmm, from_numpy, empty, f32 = _C.spmm_linear, torch.from_numpy, np.empty, np.float32
+
+    def run(x: torch.Tensor, *_: Any) -> torch.Tensor:
+        y = empty(out_shape, f32)
+        spmm(packed, _c_array(x).reshape(m, k), y.reshape(m, n), b_np, lo, hi, kernel)
+        return from_numpy(y)
+
+    return run
+
+
+def sparse_conv(
+    packed: Any,
+    kernel: str,
+    bias: torch.Tensor | None,
+    clamp: tuple[float, float] | None,
+    x_shape: tuple[int, ...],
+    kernel_shape: tuple[int, int],
+    strides: tuple[int, int],
+    pads: tuple[int, int, int, int],
+    dilations: tuple[int, int],
+) -> Any:
+    """A 2-D NCHW convolution (group 1) whose weight, reshaped to Cout x (C * KH * KW), is a packed
+    sparse matrix: 1x1 convs run as SpMM on the input itself, others on its im2col."""
+    n, _, h, wd = x_shape
+    (kh, kw), (sh, sw), (dh, dw) = kernel_shape, strides, dilations
+    oh = (h + pads[0] + pads[2] - dh * (kh - 1) - 1) // sh + 1
+    ow = (wd + pads[1] + pads[3] - dw * (kw - 1) - 1) // sw + 1
+    cout = packed.shape[0]
+    b_np = None if bias is None else bias.contiguous().reshape(cout).numpy()
+    lo, hi = _bounds(clamp)
+    out_shape = (n, cout, oh, ow)
+    ks, st, pd, dl = (kh, kw), (sh, sw), tuple(pads), (dh, dw)
+    conv, from_numpy, empty, f32 = _C.spmm_conv, torch.from_numpy, np.empty, np.float32
+
+    def run(x: torch.Tensor, *_: Any) -> torch.Tensor:
+        y = empty(out_shape, f32)
+        conv(packed, _c_array(x), y, b_np, lo, hi, kernel, ks, st, pd, dl)
         return from_numpy(y)
 
     return run

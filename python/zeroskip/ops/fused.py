@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from zeroskip.ops import cpu_kernels, nn
 from zeroskip.ops._registry import register
-from zeroskip.ops._select import fastest
+from zeroskip.ops._select import Offer
 
 DOMAIN = "zeroskip"
 
@@ -28,19 +28,37 @@ def _linear_out(
 
 
 def _linear_prepare(shapes: list[Any], consts: list[Any], activation: str = "") -> Any:
-    """Pick torch's linear or the GEMV kernel for this input shape by timing both once."""
+    """What a Linear can run on for this input shape: torch's linear, the GEMV kernel for few rows,
+    and the SpMM kernels on its weight (the scheduler times them and keeps the fastest)."""
     xs, wt = shapes[0], consts[1]
     bias = consts[2] if len(consts) > 2 else None
     if xs is None or wt is None or (len(shapes) > 2 and shapes[2] is not None and bias is None):
         return None
-    small = cpu_kernels.linear_small(wt, bias, tuple(xs), activation == "relu")
-    if small is None:
-        return None
+    relu = activation == "relu"
 
     def plain(x: torch.Tensor, *_: Any) -> torch.Tensor:
         return Linear(x, wt, bias, activation)
 
-    return fastest(plain, [small], xs)
+    dense = [("dense/torch", plain)]
+    small = cpu_kernels.linear_small(wt, bias, tuple(xs), relu)
+    if small is not None:
+        dense.append(("dense/gemv", small))
+    sparse_ok = (
+        wt.dtype == torch.float32
+        and (bias is None or bias.dtype == torch.float32)
+        and len(xs) >= 1
+        and xs[-1] == wt.shape[1]
+    )
+    clamp = (0.0, float("inf")) if relu else None
+    return Offer(
+        probe_shape=tuple(xs),
+        dense=dense,
+        config=("linear", activation, bias is not None),
+        weight=wt.numpy() if sparse_ok else None,
+        bind_sparse=(lambda packed, kernel: cpu_kernels.sparse_linear(packed, kernel, bias, clamp, tuple(xs)))
+        if sparse_ok
+        else None,
+    )
 
 
 @register("Linear", since=1, domain=DOMAIN, out=_linear_out, fresh=True, prepare=_linear_prepare)

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from zeroskip.errors import ModelError, UnsupportedOpError
 from zeroskip.ops import cpu_kernels
 from zeroskip.ops._registry import register
-from zeroskip.ops._select import fastest
+from zeroskip.ops._select import Offer
 
 Tensor = torch.Tensor
 
@@ -236,10 +236,10 @@ def _conv_prepare(
             return conv(X, W, B, stride, pad, dil, group)
 
     bounds = (clip_min, clip_max) if activation == "clip" else (0.0, math.inf) if activation else None
-    candidates = [plain]
+    dense = [("dense/torch", plain)]
     onednn = _mkldnn_conv(W, B, tuple(xs), stride, pad, dil, group, activation, [clip_min, clip_max])
     if onednn is not None:
-        candidates.append(onednn)
+        dense.append(("dense/onednn", onednn))
     # The depthwise kernel is NCHW while oneDNN's path hands on channels-last tensors: in a network
     # where both run, the layout copies between them cost more than the kernel saves (MobileNet-v2,
     # batch 1: 20 ms with oneDNN alone, 28 ms mixed). So it is offered where oneDNN is absent, or
@@ -248,9 +248,22 @@ def _conv_prepare(
     if onednn is None or macs < _SMALL_CONV_MACS:
         dw = cpu_kernels.depthwise_conv(W, B, tuple(xs), stride, tuple(begin + end), dil, group, bounds)
         if dw is not None:
-            candidates.append(dw)
-    # No path wins everywhere (oneDNN's fixed cost dominates tiny convs).
-    return fastest(plain, candidates[1:], xs)
+            dense.append(("dense/dwconv", dw))
+    # Sparse: group-1 2-D convs, the weight as Cout x (C * KH * KW) (1x1 convs run as SpMM on the
+    # input itself, others on its im2col); depthwise and grouped convs stay dense.
+    sparse_ok = group == 1 and W.dtype == torch.float32 and (B is None or B.dtype == torch.float32)
+    geometry = ((W.shape[2], W.shape[3]), stride, (pad[0], pad[1], pad[0], pad[1]), dil)
+    return Offer(
+        probe_shape=tuple(xs),
+        dense=dense,
+        config=("conv", tuple(W.shape), *geometry, group, activation, bounds, B is not None),
+        weight=W.reshape(W.shape[0], -1).numpy() if sparse_ok else None,
+        bind_sparse=(
+            lambda packed, kernel: cpu_kernels.sparse_conv(packed, kernel, B, bounds, tuple(xs), *geometry)
+        )
+        if sparse_ok
+        else None,
+    )
 
 
 _SMALL_CONV_MACS = 1 << 17

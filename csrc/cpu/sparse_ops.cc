@@ -1,0 +1,234 @@
+#include "sparse_ops.h"
+
+#include <cstring>
+
+#include "spmm.h"
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
+namespace zs {
+namespace {
+
+// Below this many floats moved a copy runs on the calling thread: waking the
+// pool costs more than splitting a pass over L2-resident data saves.
+constexpr int64_t kMinParallelCopy = int64_t{1} << 16;
+// Transposes go through 8 x 8 blocks: 8 source rows are read along (whole
+// 32-byte pieces) and 8 destination rows written along. Walking a 32 x 32
+// tile column by column instead reads 32 rows at a stride that is often a
+// multiple of 4 KiB (K floats), which all fall in one L1 set and evict each
+// other: 64 x 2048 took 470 us that way, 95 us by 8 x 8 blocks (1 thread, Zen 1).
+constexpr int64_t kBlk = 8;
+// Conv2d with many output positions splits them among the threads in blocks
+// of kConvBlock (or tile_n, if wider: a multiple of the kernel's widest column
+// chunk, so a block is chunked like the whole image and results do not depend
+// on the split):
+// a thread im2cols one block into a cache-resident buffer and runs every
+// output channel over it. With few positions, rows are split instead (one
+// im2col of the image, then the row-parallel driver); whole blocks per
+// thread would balance badly. 3x3 convs at 90%, 2 threads, Zen 1:
+// 64->64 on 56x56 1.64 ms by blocks vs 2.15 ms by rows, 32->32 on 112x112
+// 2.38 vs 4.38 ms; 128->128 on 28x28 (13 blocks) 1.28 ms either way.
+constexpr int64_t kConvBlock = 64;
+constexpr int64_t kConvMinBlocksPerThread = 8;
+
+int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+// body(begin, end) over [0, units) in equal ranges of whole `align` units, on
+// up to num_threads() threads when `work` (floats moved) is large enough.
+template <class Body>
+void parallel_units(int64_t units, int64_t align, int64_t work, Body body) {
+  const int64_t blocks = (units + align - 1) / align;
+  int64_t parts = work < kMinParallelCopy ? 1 : num_threads();
+  if (parts > blocks) parts = blocks;
+  if (parts <= 1) {
+    body(int64_t{0}, units);
+    return;
+  }
+#if defined(_OPENMP)
+#pragma omp parallel for num_threads(static_cast<int>(parts)) schedule(static, 1)
+  for (int64_t t = 0; t < parts; ++t) {
+    body(min64(blocks * t / parts * align, units), min64(blocks * (t + 1) / parts * align, units));
+  }
+#else
+  body(int64_t{0}, units);
+#endif
+}
+
+// Destination rows [cb, ce) (source columns) of the transpose.
+void transpose_cols(const float* src, float* dst, int64_t rows, int64_t cols, int64_t cb, int64_t ce) {
+  int64_t r0 = 0;
+  for (; r0 + kBlk <= rows; r0 += kBlk) {
+    int64_t c0 = cb;
+    for (; c0 + kBlk <= ce; c0 += kBlk) {
+      float b[kBlk][kBlk];
+      for (int r = 0; r < kBlk; ++r)
+        for (int c = 0; c < kBlk; ++c) b[c][r] = src[(r0 + r) * cols + c0 + c];
+      for (int c = 0; c < kBlk; ++c) std::memcpy(dst + (c0 + c) * rows + r0, b[c], sizeof(b[c]));
+    }
+    for (; c0 < ce; ++c0)
+      for (int r = 0; r < kBlk; ++r) dst[c0 * rows + r0 + r] = src[(r0 + r) * cols + c0];
+  }
+  for (; r0 < rows; ++r0)
+    for (int64_t c = cb; c < ce; ++c) dst[c * rows + r0] = src[r0 * cols + c];
+}
+
+// Rows [rb, re) and output positions [q0, q1) of one image's im2col matrix
+// into dst (row stride ld, position q0 first); row (ci, i, j) is
+// ci kh kw + i kw + j, position q is output pixel (q / ow, q % ow).
+void im2col_part(const float* x, float* dst, int64_t ld, const Conv2dShape& s, int64_t rb, int64_t re, int64_t q0,
+                 int64_t q1) {
+  for (int64_t r = rb; r < re; ++r) {
+    const int64_t j = r % s.kw, i = (r / s.kw) % s.kh, ci = r / (s.kw * s.kh);
+    const float* plane = x + ci * s.h * s.w;
+    // Input column of output column ox: ox sw + off; inside [0, w) for ox in [lo, hi).
+    const int64_t off = j * s.dw - s.pad_l;
+    const int64_t lo = off >= 0 ? 0 : (s.sw - 1 - off) / s.sw;
+    const int64_t hi = s.w - off <= 0 ? 0 : (s.w - off + s.sw - 1) / s.sw;
+    for (int64_t q = q0; q < q1;) {
+      // One output row's share: columns [ox0, ox1) into seg[0, ox1 - ox0).
+      const int64_t oy = q / s.ow, ox0 = q - oy * s.ow, ox1 = min64(s.ow, ox0 + (q1 - q));
+      float* seg = dst + r * ld + (q - q0);
+      const int64_t iy = oy * s.sh - s.pad_t + i * s.dh;
+      const bool inside = iy >= 0 && iy < s.h;
+      // [ox0, a) and [b, ox1) read padding, [a, b) the image.
+      const int64_t a = inside ? min64(ox1, lo > ox0 ? lo : ox0) : ox1;
+      const int64_t b = inside ? min64(ox1, hi > a ? hi : a) : ox1;
+      if (a > ox0) std::memset(seg, 0, sizeof(float) * (a - ox0));
+      if (b > a) {
+        const float* src = plane + iy * s.w + a * s.sw + off;
+        float* to = seg + (a - ox0);
+        if (s.sw == 1) {
+          std::memcpy(to, src, sizeof(float) * (b - a));
+        } else {
+          for (int64_t t = 0; t < b - a; ++t) to[t] = src[t * s.sw];
+        }
+      }
+      if (ox1 > b) std::memset(seg + (b - ox0), 0, sizeof(float) * (ox1 - b));
+      q += ox1 - ox0;
+    }
+  }
+}
+
+// The calling thread's scratch: x^T or the im2col matrix, and y^T.
+AlignedBuffer& in_buffer() {
+  thread_local AlignedBuffer b;
+  return b;
+}
+
+AlignedBuffer& out_buffer() {
+  thread_local AlignedBuffer b;
+  return b;
+}
+
+// Batch rows up to which Linear runs the batch-1 kernel once per row (row j of
+// y is A @ row j of x, no copies) rather than transposing: batch-1 kernels
+// stream the weight near memory speed, while one vector-wide column chunk of
+// the N > 1 kernels costs about 2 (CSR), 4 (BSR 4x1) and 3 (2:4) batch-1 calls
+// (2048^2 at 90%, AVX2, Zen 1, 2 threads: BSR M=3 171 us row by row vs 237 us
+// transposed; CSR M=3 422 vs 295 us).
+int64_t rowwise_max(const CsrF32&) { return 2; }
+int64_t rowwise_max(const BsrF32&) { return 3; }
+int64_t rowwise_max(const NmF32&) { return 2; }
+
+template <class View>
+void linear(const KernelInfo& k, const View& a, const float* x, float* y, int64_t m, const SpmmParams& p) {
+  if (m <= 0 || a.m == 0) return;
+  if (m <= rowwise_max(a)) {
+    for (int64_t j = 0; j < m; ++j) spmm(k, a, x + j * a.k, y + j * a.m, 1, p);
+    return;
+  }
+  float* xt = in_buffer().get(static_cast<size_t>(a.k * m));
+  float* yt = out_buffer().get(static_cast<size_t>(a.m * m));
+  transpose_f32(x, xt, m, a.k);
+  spmm(k, a, xt, yt, m, p);
+  transpose_f32(yt, y, a.m, m);
+}
+
+// A pool thread's im2col block and output block (conv2d's column-block split).
+AlignedBuffer& block_buffer() {
+  thread_local AlignedBuffer b;
+  return b;
+}
+
+AlignedBuffer& yblock_buffer() {
+  thread_local AlignedBuffer b;
+  return b;
+}
+
+template <class View>
+void conv2d(const KernelInfo& k, const View& a, const float* x, float* y, const Conv2dShape& s,
+            const SpmmParams& p) {
+  if (s.b <= 0 || a.m == 0 || s.oh <= 0 || s.ow <= 0) return;
+  const int64_t in_size = s.c * s.h * s.w, ohw = s.oh * s.ow, out_size = a.m * ohw;
+  const bool direct = s.kh == 1 && s.kw == 1 && s.sh == 1 && s.sw == 1 && s.pad_t == 0 && s.pad_l == 0 &&
+                      s.pad_b == 0 && s.pad_r == 0;
+  if (direct) {
+    for (int64_t img = 0; img < s.b; ++img) spmm(k, a, x + img * in_size, y + img * out_size, ohw, p);
+    return;
+  }
+  const int64_t nb = k.tile_n > kConvBlock ? k.tile_n : kConvBlock;
+  const int64_t blocks = (ohw + nb - 1) / nb, units = s.b * blocks;
+  if (units >= kConvMinBlocksPerThread * num_threads()) {
+    parallel_units(units, 1, units * nb * a.k, [&](int64_t ub, int64_t ue) {
+      float* col = block_buffer().get(static_cast<size_t>(a.k * nb));
+      float* yb = yblock_buffer().get(static_cast<size_t>(a.m * nb));
+      for (int64_t u = ub; u < ue; ++u) {
+        const int64_t img = u / blocks, q0 = u % blocks * nb, w = min64(nb, ohw - q0);
+        im2col_part(x + img * in_size, col, w, s, 0, a.k, q0, q0 + w);
+        spmm_serial(k, a, col, yb, w, p);
+        float* yo = y + img * out_size + q0;
+        for (int64_t r = 0; r < a.m; ++r) std::memcpy(yo + r * ohw, yb + r * w, sizeof(float) * w);
+      }
+    });
+    return;
+  }
+  float* col = in_buffer().get(static_cast<size_t>(a.k * ohw));
+  for (int64_t img = 0; img < s.b; ++img) {
+    im2col_f32(x + img * in_size, col, s);
+    spmm(k, a, col, y + img * out_size, ohw, p);
+  }
+}
+
+}  // namespace
+
+void transpose_f32(const float* src, float* dst, int64_t rows, int64_t cols) {
+  if (rows <= 0 || cols <= 0) return;
+  if (rows == 1 || cols == 1) {
+    std::memcpy(dst, src, sizeof(float) * rows * cols);
+    return;
+  }
+  parallel_units(cols, kBlk, rows * cols,
+                 [&](int64_t cb, int64_t ce) { transpose_cols(src, dst, rows, cols, cb, ce); });
+}
+
+void im2col_f32(const float* x, float* col, const Conv2dShape& s) {
+  const int64_t rows = s.c * s.kh * s.kw, ohw = s.oh * s.ow;
+  parallel_units(rows, 1, rows * ohw, [&](int64_t rb, int64_t re) { im2col_part(x, col, ohw, s, rb, re, 0, ohw); });
+}
+
+void spmm_linear(const KernelInfo& k, const CsrF32& a, const float* x, float* y, int64_t m, const SpmmParams& p) {
+  linear(k, a, x, y, m, p);
+}
+void spmm_linear(const KernelInfo& k, const BsrF32& a, const float* x, float* y, int64_t m, const SpmmParams& p) {
+  linear(k, a, x, y, m, p);
+}
+void spmm_linear(const KernelInfo& k, const NmF32& a, const float* x, float* y, int64_t m, const SpmmParams& p) {
+  linear(k, a, x, y, m, p);
+}
+
+void spmm_conv2d(const KernelInfo& k, const CsrF32& a, const float* x, float* y, const Conv2dShape& s,
+                 const SpmmParams& p) {
+  conv2d(k, a, x, y, s, p);
+}
+void spmm_conv2d(const KernelInfo& k, const BsrF32& a, const float* x, float* y, const Conv2dShape& s,
+                 const SpmmParams& p) {
+  conv2d(k, a, x, y, s, p);
+}
+void spmm_conv2d(const KernelInfo& k, const NmF32& a, const float* x, float* y, const Conv2dShape& s,
+                 const SpmmParams& p) {
+  conv2d(k, a, x, y, s, p);
+}
+
+}  // namespace zs
