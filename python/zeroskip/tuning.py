@@ -415,7 +415,7 @@ class Tuner:
             reason = self._pick({ref: 1.0}, stats, {})[1] if stats else "only one path"
             self.records.append(self._record(node, offer, stats, ref, {}, {}, reason, "single"))
             return None
-        key = self._key(node, offer, info)
+        key = self._key(node, offer, info, list(builders))
         entry = self.cache.get(key) if self.cache is not None else None
         found = self._from_cache(node, offer, stats, entry, builders) if entry is not None else None
         if found is None:
@@ -441,16 +441,18 @@ class Tuner:
             self._nodes[id(node)] = info
         return info
 
-    def _key(self, node: Any, offer: Any, info: _Node) -> dict[str, Any]:
+    def _key(self, node: Any, offer: Any, info: _Node, candidates: list[str]) -> dict[str, Any]:
+        # The candidates, not the mode: a mode that leaves the same ones (a weight with no zeros under
+        # "auto" and "off") shares the measurement, so both plans are the same.
         return {
             "kind": "op",
             "device": fingerprint(),
             "op": f"{getattr(node, 'domain', '')}::{getattr(node, 'op_type', '?')}",
             "config": repr(offer.config),
             "input": list(offer.probe_shape),
-            "dense": [n for n, _ in offer.dense],
+            "candidates": candidates,
             "weight": info.digest,
-            "mode": self.mode,
+            "forced": self.mode if self.mode.startswith("force-") else None,
         }
 
     def _candidates(self, offer: Any, info: _Node) -> dict[str, Callable[[], Callable[..., Any]]]:
