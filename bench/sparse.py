@@ -8,8 +8,8 @@ Engines, same thread count each: zeroskip (`load(path, threads=T)`, sparse "auto
 (`options={"sparse": "off"}`), onnxruntime's CPU provider, and DeepSparse 1.8 when a Python that has it is
 given (`--deepsparse`, or $ZEROSKIP_DEEPSPARSE_PYTHON): it needs its own venv (`pip install
 deepsparse==1.8.0`) and runs in a worker process (bench/deepsparse_worker.py) on a static-shape copy.
-The local engines are interleaved round by round (starting engine rotated, a short sleep before each
-burst so the previous engine's spinning workers stop), every call timed on its own; DeepSparse, whose
+The local engines are interleaved round by round (a random order each round, a short sleep before
+each burst so the previous engine's spinning workers stop), every call timed on its own; DeepSparse, whose
 idle workers spin as long as its process lives, runs in phases of its own (a fresh worker each)
 alternating with theirs (--phases). The ratios are of p50s measured in the same run. Outputs are
 checked against onnxruntime's (max |diff| / max |ort|).
@@ -179,7 +179,11 @@ def run_case(case: Case, args: argparse.Namespace, folder: Path, tmp: str) -> di
     zd = zeroskip.load(path, threads=args.threads, options={**zs_opts, "sparse": "off"}, sample_inputs=feeds)
 
     def zs_run(s: Any) -> Callable[[], list[np.ndarray]]:
-        return lambda: [s.run(feeds)[n] for n in names]
+        def run() -> list[np.ndarray]:
+            out = s.run(feeds)
+            return [out[n] for n in names]
+
+        return run
 
     engines = [
         _local("zeroskip", zs_run(zs)),
@@ -239,11 +243,14 @@ def _interleave(engines: list[Engine], args: argparse.Namespace, budget: float) 
     bursts = {e.name: max(1, min(50, round(0.02 / max(e.est, 1e-9)))) for e in engines}
     per_round = sum(bursts[e.name] * e.est for e in engines)
     rounds = max(args.min_rounds, min(1000, int(budget / max(per_round, 1e-9))))
+    # A fresh random order each round: with a rotation, one engine would always follow the same other
+    # one and pay for its still-spinning workers (onnxruntime's spin well past a short sleep).
+    order = np.random.default_rng(len(engines[0].samples))
     gc.disable()
     try:
-        for r in range(rounds):
-            for j in range(len(engines)):
-                e = engines[(r + j) % len(engines)]
+        for _ in range(rounds):
+            for j in order.permutation(len(engines)):
+                e = engines[j]
                 time.sleep(args.settle)
                 e.samples.extend(e.burst(bursts[e.name]))
     finally:
@@ -304,7 +311,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget", type=float, help="seconds of timed rounds per case (default 4, quick 0.5)")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--min-rounds", type=int, default=5)
-    p.add_argument("--settle", type=float, default=0.02)
+    # onnxruntime's idle workers spin for 20-100 ms after a run (measured here: a 45 ms zeroskip run
+    # took 83 ms 20 ms after an onnxruntime run, 46 ms 100 ms after).
+    p.add_argument("--settle", type=float, default=0.1, help="sleep before each burst, s (default 0.1)")
     p.add_argument(
         "--phases", type=int, default=3, help="DeepSparse / local-engine phases per case (default 3)"
     )

@@ -102,7 +102,7 @@ def _inspect(args: argparse.Namespace) -> int:
     print(f"{args.model}")
     for kind, infos in (("input", session.inputs), ("output", session.outputs)):
         for i in infos:
-            dims = "x".join(str(d) for d in i.shape) if i.shape is not None else "?"
+            dims = ", ".join(str(d) for d in i.shape) if i.shape is not None else "?"
             print(f"  {kind:<6} {i.name}: {i.dtype} [{dims}]")
     print(f"  planned for: {', '.join(f'{k} {list(v.shape)}' for k, v in feeds.items())}")
     if session.stats:
