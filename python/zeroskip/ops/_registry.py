@@ -18,7 +18,9 @@ signature. It returns one tensor, or a tuple with one entry per node output.
 - `prepare`: optional `prepare(shapes, consts, **attrs) -> callable | None`, called once per input
   signature with each input's shape and constant value (None where not constant). The callable it
   returns takes the node's inputs (no attributes) and replaces `fn` for that signature: geometry,
-  padding and weight layouts are worked out once instead of on every run. None: use `fn`.
+  padding and weight layouts are worked out once instead of on every run. None: use `fn`. An op with
+  several ways to run (dense paths, a weight the sparse kernels can take) returns an `Offer`
+  (ops/_select.py) instead, and the scheduler (zeroskip.tuning) picks among them by measuring.
 
 Versions resolve like ONNX: the newest registration with `since <= model opset` for the domain.
 """
