@@ -275,8 +275,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--settle",
         type=float,
-        default=0.02,
-        help="seconds to sleep before each engine's burst so the previous engine's workers stop spinning",
+        default=0.1,
+        help="seconds to sleep before each engine's burst so the previous engine's workers stop spinning "
+        "(onnxruntime's spin for 20-100 ms after a run; default 0.1)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed for the inputs")
     p.add_argument("--json", metavar="PATH", help="also write machine info and every row here")

@@ -422,6 +422,11 @@ class Tuner:
             self._show(node.describe() if hasattr(node, "describe") else str(node))
             found = self._tune(node, offer, stats, key, builders)
         name, fn = found
+        # Converted copies of the weight that lost are dropped (the winner's runner holds its own);
+        # another input shape converts again if it needs them.
+        keep = name.partition("/")[0]
+        for fmt in [f for f in info.formats if f != keep]:
+            del info.formats[fmt]
         return None if name == ref else fn
 
     # -- pieces ------------------------------------------------------------------------------------
