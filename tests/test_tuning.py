@@ -475,3 +475,17 @@ def test_inspect_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixtu
         cli.main(["inspect", str(bad), "--shape", "nodims"])
     with pytest.raises(zeroskip.ZeroskipError):
         cli.main(["inspect", str(bad), "--debug"])
+
+
+def test_progress_line_while_tuning(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    s = zeroskip.load(
+        linear_model(_weight(128, 128, 0.9)),
+        options={"cache": str(tmp_path), "progress": True},
+        sample_inputs={"x": np.ones((1, 128), np.float32)},
+    )
+    err = capsys.readouterr().err
+    assert "zeroskip: tuning [" in err
+    assert "1/1" in err
+    assert "fc/MatMul" in err
+    assert err.endswith("\r\033[K")  # the line is cleared when tuning ends
+    assert s.report().rows[0]["source"] == "measured"
