@@ -1,4 +1,4 @@
-"""Dense kernels (gelu, softmax, gemv, dwconv2d) on every ISA this CPU runs, against float64 numpy references.
+"""Dense kernels (gelu, softmax, gemv, dwconv2d, pool2d) on every ISA this CPU runs, against numpy references.
 
 numpy + pytest only (runs under qemu on arm64 too). ISAs compiled in but not runnable here are
 reported as skipped. Error bounds: conftest.TOLERANCE.
@@ -462,3 +462,102 @@ def test_default_isa_is_fastest_runnable():
     rank = {"scalar": 0, "neon": 1, "avx2": 1, "avx512": 2}
     best = max((d for d in isas if d["runnable"]), key=lambda d: rank[d["isa"]])
     assert default[0] == best["isa"]
+
+
+# ------------------------------------------------------------------------------------------------
+# pool2d (plain C++, no ISA variants)
+
+
+def pool_ref(x, kind, kernel, strides, pads, dilations):
+    """float64 loops over the window taps inside the image."""
+    n, c, h, w = x.shape
+    (kh, kw), (sh, sw), (pt, pl, pb, pr), (dh, dw) = kernel, strides, pads, dilations
+    oh, ow = _out_size(h, kh, sh, pt, pb, dh), _out_size(w, kw, sw, pl, pr, dw)
+    y = np.empty((n, c, oh, ow))
+    for oy in range(oh):
+        for ox in range(ow):
+            rows = [oy * sh - pt + i * dh for i in range(kh)]
+            cols = [ox * sw - pl + j * dw for j in range(kw)]
+            rows = [r for r in rows if 0 <= r < h]
+            cols = [q for q in cols if 0 <= q < w]
+            win = x[:, :, rows][:, :, :, cols].astype(np.float64)
+            if kind == "max":
+                y[:, :, oy, ox] = np.max(win, axis=(2, 3))
+            else:
+                total = win.sum(axis=(2, 3))
+                y[:, :, oy, ox] = total / (kh * kw if kind == "avg_include_pad" else len(rows) * len(cols))
+    return y
+
+
+POOL_CASES = [
+    # kernel, strides, pads, dilations, input H x W
+    ((1, 1), (1, 1), (0, 0, 0, 0), (1, 1), (5, 4)),
+    ((2, 2), (2, 2), (0, 0, 0, 0), (1, 1), (32, 32)),
+    ((2, 2), (2, 2), (0, 0, 0, 0), (1, 1), (7, 5)),
+    ((3, 3), (2, 2), (1, 1, 1, 1), (1, 1), (112, 112)),
+    ((3, 2), (1, 2), (2, 0, 1, 1), (1, 1), (6, 9)),
+    ((3, 3), (1, 1), (1, 1, 1, 1), (2, 2), (9, 8)),
+    ((7, 7), (1, 1), (0, 0, 0, 0), (1, 1), (7, 7)),  # global
+    ((5, 1), (3, 1), (4, 0, 0, 0), (1, 1), (2, 3)),
+]
+
+
+@pytest.mark.parametrize("kind", ["max", "avg", "avg_include_pad"])
+@pytest.mark.parametrize("case", POOL_CASES, ids=str)
+def test_pool2d(kind, case, rng):
+    kernel, strides, pads, dilations, (h, w) = case
+    for n, c in ((1, 3), (2, 16)):
+        x = rng.standard_normal((n, c, h, w)).astype(F32)
+        y = dense.pool2d(x, kind, kernel, strides, pads, dilations)
+        ref = pool_ref(x, kind, kernel, strides, pads, dilations)
+        assert y.shape == ref.shape
+        if kind == "max":
+            np.testing.assert_array_equal(y, ref.astype(F32))
+        else:
+            np.testing.assert_allclose(y, ref, rtol=4 * kernel[0] * kernel[1] * np.finfo(F32).eps, atol=1e-7)
+
+
+def test_pool2d_specials_and_threads(rng):
+    x = rng.standard_normal((2, 64, 16, 16)).astype(F32)  # large enough to split across threads
+    x[0, 3, 5, 5] = np.nan
+    x[1, 7, 0, 0] = -np.inf
+    x[1, 8, 2, 2] = np.inf
+    y = dense.pool2d(x, "max", (2, 2), (2, 2))
+    assert np.isnan(y[0, 3, 2, 2])
+    assert np.isnan(y[0, 3]).sum() == 1
+    assert y[1, 8, 1, 1] == np.inf
+    ref = pool_ref(np.where(np.isnan(x), F32(0), x), "max", (2, 2), (2, 2), (0, 0, 0, 0), (1, 1))
+    keep = ~np.isnan(y)
+    np.testing.assert_array_equal(y[keep], ref.astype(F32)[keep])
+    a = dense.pool2d(x, "avg", (2, 2), (2, 2))
+    assert np.isnan(a[0, 3, 2, 2])
+    out = np.empty((2, 64, 8, 8), F32)
+    assert dense.pool2d(x, "avg", (2, 2), (2, 2), out=out) is out
+    empty = dense.pool2d(np.ones((0, 3, 4, 4), F32), "max", (2, 2), (2, 2))
+    assert empty.shape == (0, 3, 2, 2)
+
+
+def test_pool2d_errors():
+    x = np.ones((1, 4, 8, 8), F32)
+    with pytest.raises(InputError, match="kind"):
+        dense.pool2d(x, "min", (2, 2))
+    with pytest.raises(InputError, match="float32"):
+        dense.pool2d(x.astype(np.float64), "max", (2, 2))
+    with pytest.raises(InputError, match="4-D"):
+        dense.pool2d(np.ones((4, 8, 8), F32), "max", (2, 2))
+    with pytest.raises(InputError, match="kernel"):
+        dense.pool2d(x, "max", (0, 2))
+    with pytest.raises(InputError, match="strides"):
+        dense.pool2d(x, "max", (2, 2), (1, 0))
+    with pytest.raises(InputError, match="pads"):
+        dense.pool2d(x, "max", (2, 2), pads=(2, 0, 0, 0))
+    with pytest.raises(InputError, match="pads"):
+        dense.pool2d(x, "max", (2, 2), pads=(0, -1, 0, 0))
+    with pytest.raises(InputError, match="does not fit"):
+        dense.pool2d(x, "max", (9, 2))
+    with pytest.raises(InputError, match="out has shape"):
+        dense.pool2d(x, "max", (2, 2), (2, 2), out=np.empty((1, 4, 8, 8), F32))
+    with pytest.raises(InputError, match="share memory"):
+        dense.pool2d(x, "max", (1, 1), out=x)
+    with pytest.raises(InputError, match="integers"):
+        dense.pool2d(x, "max", (2,))

@@ -16,6 +16,7 @@
 #include "../cpu/dense.h"
 #include "../cpu/packed.h"
 #include "../cpu/registry.h"
+#include "../cpu/pool.h"
 #include "../cpu/sparse_ops.h"
 #include "../cpu/spmm.h"
 #include "../cuda/device.h"
@@ -470,6 +471,48 @@ PYBIND11_MODULE(_C, m) {
   }, py::arg("w"), py::arg("x"), py::arg("bias"), py::arg("out"), py::arg("clamp_min") = -INFINITY,
         py::arg("clamp_max") = INFINITY, py::arg("isa") = py::none(),
         "Dense Linear: out = clamp(x @ w.T + bias); w (N, K), x (K,) or (M, K), out (N,) or (M, N).");
+  m.def("pool2d", [](const py::array& x, const py::array& out, const std::string& kind,
+                     std::pair<int64_t, int64_t> kernel, std::pair<int64_t, int64_t> strides,
+                     std::tuple<int64_t, int64_t, int64_t, int64_t> pads, std::pair<int64_t, int64_t> dilations) {
+    zs::PoolKind k;
+    if (kind == "max") {
+      k = zs::PoolKind::kMax;
+    } else if (kind == "avg") {
+      k = zs::PoolKind::kAvg;
+    } else if (kind == "avg_include_pad") {
+      k = zs::PoolKind::kAvgIncludePad;
+    } else {
+      throw py::value_error("kind must be 'max', 'avg' or 'avg_include_pad', got '" + kind + "'");
+    }
+    const float* xp = f32_arg(x, "x", false);
+    float* yp = const_cast<float*>(f32_arg(out, "out", true));
+    if (x.ndim() != 4) throw py::value_error("x must be 4-D (N, C, H, W), got shape " + shape_str(x));
+    const auto [kh, kw] = kernel;
+    const auto [sh, sw] = strides;
+    const auto [pt, pl, pb, pr] = pads;
+    const auto [dh, dw] = dilations;
+    if (kh < 1 || kw < 1) throw py::value_error("kernel must be >= 1, got " + dims_str({kh, kw}));
+    if (sh < 1 || sw < 1) throw py::value_error("strides must be >= 1, got " + dims_str({sh, sw}));
+    if (dh < 1 || dw < 1) throw py::value_error("dilations must be >= 1, got " + dims_str({dh, dw}));
+    if (pt < 0 || pl < 0 || pb < 0 || pr < 0)
+      throw py::value_error("pads must be >= 0, got " + dims_str({pt, pl, pb, pr}));
+    const int64_t n = x.shape(0), c = x.shape(1), h = x.shape(2), w = x.shape(3);
+    // Windows may not start in the end padding (ONNX requires pad < kernel); an output needs a tap.
+    if (pt >= dh * (kh - 1) + 1 || pb >= dh * (kh - 1) + 1 || pl >= dw * (kw - 1) + 1 || pr >= dw * (kw - 1) + 1)
+      throw py::value_error("pads must be smaller than the (dilated) kernel, got " + dims_str({pt, pl, pb, pr}));
+    const int64_t oh = zs::conv_out_size(h, kh, sh, pt, pb, dh), ow = zs::conv_out_size(w, kw, sw, pl, pr, dw);
+    if (oh < 1 || ow < 1) throw py::value_error("the pooling window does not fit the input " + shape_str(x));
+    if (out.ndim() != 4 || out.shape(0) != n || out.shape(1) != c || out.shape(2) != oh || out.shape(3) != ow)
+      throw py::value_error("out has shape " + shape_str(out) + ", expected " + dims_str({n, c, oh, ow}));
+    if (overlaps(x, out)) throw py::value_error("out must not share memory with x");
+    const zs::Pool2dShape s{n * c, h, w, kh, kw, sh, sw, pt, pl, pb, pr, dh, dw, oh, ow};
+    if (out.size() == 0) return;
+    py::gil_scoped_release nogil;
+    zs::pool2d_f32(xp, yp, s, k);
+  }, py::arg("x"), py::arg("out"), py::arg("kind"), py::arg("kernel"), py::arg("strides"), py::arg("pads"),
+        py::arg("dilations"),
+        "2-D pooling, NCHW float32: kind 'max', 'avg' (divide by the taps inside the image) or "
+        "'avg_include_pad' (by KH * KW); zero-free padding (top, left, bottom, right), no ceil mode.");
   m.def("dwconv", [](const py::array& x, const py::array& w, const std::optional<py::array>& bias,
                      const py::array& out, std::pair<int64_t, int64_t> strides,
                      std::tuple<int64_t, int64_t, int64_t, int64_t> pads, std::pair<int64_t, int64_t> dilations,

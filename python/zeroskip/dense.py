@@ -4,6 +4,7 @@
     y = dense.softmax(x)                     # along the last dim
     y = dense.gemv(w, x, bias, clamp=(0, inf))   # Linear at batch 1..few: x (K,) or (M, K), w (N, K)
     y = dense.dwconv2d(x, w, bias, strides=(2, 2), pads=(1, 1, 1, 1), clamp=(0, 6))  # depthwise, NCHW
+    y = dense.pool2d(x, "max", (3, 3), strides=(2, 2), pads=(1, 1, 1, 1))  # max / avg pooling, NCHW
 
 Arrays must be float32 and C-contiguous (nothing is copied or converted). `out`, if given, must
 have the result's shape; gelu and softmax may run in place (out=x). `isa` forces one compiled ISA
@@ -19,7 +20,7 @@ import numpy as np
 from zeroskip import _C
 from zeroskip.errors import InputError, KernelError
 
-__all__ = ["dwconv2d", "gelu", "gemv", "isas", "softmax"]
+__all__ = ["dwconv2d", "gelu", "gemv", "isas", "pool2d", "softmax"]
 
 
 def isas() -> list[dict[str, Any]]:
@@ -130,4 +131,39 @@ def dwconv2d(
         y = out
     lo, hi = (-np.inf, np.inf) if clamp is None else (float(clamp[0]), float(clamp[1]))
     _call("dwconv2d", _C.dwconv, xa, wa, bias, y, (sh, sw), (pt, pl, pb, pr), (dh, dw), lo, hi, isa)
+    return y
+
+
+def pool2d(
+    x: Any,
+    kind: str,
+    kernel: tuple[int, int],
+    strides: tuple[int, int] = (1, 1),
+    pads: tuple[int, int, int, int] = (0, 0, 0, 0),
+    dilations: tuple[int, int] = (1, 1),
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """2-D pooling, NCHW float32: kind "max" (NaN propagates), "avg" (divides by the taps inside the
+    image) or "avg_include_pad" (by KH * KW). Padding (top, left, bottom, right) is never read and
+    must be smaller than the dilated window; output (N, C, OH, OW) as for dwconv2d."""
+    xa = _array(x, "x")
+    try:
+        kh, kw = (int(v) for v in kernel)
+        sh, sw = (int(v) for v in strides)
+        pt, pl, pb, pr = (int(v) for v in pads)
+        dh, dw = (int(v) for v in dilations)
+    except (TypeError, ValueError) as e:
+        raise InputError(
+            f"pool2d: kernel, strides, pads, dilations must be 2, 2, 4, 2 integers: {e}"
+        ) from None
+    if out is None:
+        if xa.ndim != 4 or min(kh, kw, sh, sw, dh, dw) < 1 or min(pt, pl, pb, pr) < 0:
+            shape: tuple[int, ...] = (0,)  # let the binding name the problem
+        else:
+            n, c, h, wd = xa.shape
+            shape = (n, c, _out_size(h, kh, sh, pt, pb, dh), _out_size(wd, kw, sw, pl, pr, dw))
+        y = np.empty(shape, dtype=np.float32)
+    else:
+        y = out
+    _call("pool2d", _C.pool2d, xa, y, kind, (kh, kw), (sh, sw), (pt, pl, pb, pr), (dh, dw))
     return y

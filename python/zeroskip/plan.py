@@ -321,8 +321,9 @@ def _prepared(st: Step, sig: _Signature, prog: Program, known: Mapping[int, torc
         c = None if v is None else prog.consts.get(v, known.get(v))
         consts.append(c)
         shapes.append(None if v is None else sig.shapes.get(v, tuple(c.shape) if c is not None else None))
+    extra = {"_noutputs": len(st.node.outputs)} if d.wants_noutputs else {}
     try:
-        spec = d.prepare(shapes, consts, **st.attrs)
+        spec = d.prepare(shapes, consts, **st.attrs, **extra)
     except ZeroskipError:
         raise
     except Exception:  # the generic function already ran on this signature

@@ -15,7 +15,16 @@ import torch
 
 from zeroskip import _C
 
-__all__ = ["available", "gelu", "gelu_out", "linear_small", "softmax", "sparse_conv", "sparse_linear"]
+__all__ = [
+    "available",
+    "gelu",
+    "gelu_out",
+    "linear_small",
+    "pool2d",
+    "softmax",
+    "sparse_conv",
+    "sparse_linear",
+]
 
 
 def available() -> bool:
@@ -174,6 +183,37 @@ def sparse_conv(
     def run(x: torch.Tensor, *_: Any) -> torch.Tensor:
         y = empty(out_shape, f32)
         conv(packed, _c_array(x), y, b_np, lo, hi, kernel, ks, st, pd, dl)
+        return from_numpy(y)
+
+    return run
+
+
+def pool2d(
+    kind: str,
+    x_shape: tuple[int, ...],
+    kernel: tuple[int, int],
+    strides: tuple[int, int],
+    pads: tuple[int, int, int, int],
+    fallback: Any,
+) -> Any:
+    """2-D max / average pooling of NCHW float32 inputs of shape `x_shape` through the C++ kernel
+    (kind "max", "avg" or "avg_include_pad"); other dtypes or strided inputs go to `fallback(x)`."""
+    if not hasattr(_C, "pool2d") or len(x_shape) != 4:
+        return None
+    n, c, h, w = x_shape
+    oh = (h + pads[0] + pads[2] - kernel[0]) // strides[0] + 1
+    ow = (w + pads[1] + pads[3] - kernel[1]) // strides[1] + 1
+    if oh < 1 or ow < 1:
+        return None
+    out_shape = (n, c, oh, ow)
+    pool, from_numpy, empty, f32, t32 = _C.pool2d, torch.from_numpy, np.empty, np.float32, torch.float32
+    ks, st, pd, dl = tuple(kernel), tuple(strides), tuple(pads), (1, 1)
+
+    def run(x: torch.Tensor, *_: Any) -> torch.Tensor:
+        if x.dtype is not t32 or not x.is_contiguous():
+            return fallback(x)
+        y = empty(out_shape, f32)
+        pool(x.numpy(), y, kind, ks, st, pd, dl)
         return from_numpy(y)
 
     return run

@@ -412,7 +412,51 @@ def _lowest(dtype: torch.dtype) -> float:
     return float("-inf") if dtype.is_floating_point else torch.iinfo(dtype).min
 
 
-@register("MaxPool", since=1, fresh=True)
+def _pool_prepare(kind: str, op: Any) -> Any:
+    """prepare for MaxPool / AveragePool: the C++ kernel for 2-D windows without dilation or ceil-mode
+    overhang, pads smaller than the window, and one output (no indices)."""
+
+    def prepare(
+        shapes: list[Any],
+        consts: list[Any],
+        auto_pad: str = "NOTSET",
+        ceil_mode: int = 0,
+        count_include_pad: int = 0,
+        dilations: list[int] | None = None,
+        kernel_shape: list[int] | None = None,
+        pads: list[int] | None = None,
+        strides: list[int] | None = None,
+        _noutputs: int = 1,
+        **rest: Any,
+    ) -> Any:
+        xs = shapes[0]
+        if xs is None or len(xs) != 4 or _noutputs != 1 or not kernel_shape or len(kernel_shape) != 2:
+            return None
+        attrs = dict(auto_pad=auto_pad, ceil_mode=ceil_mode, dilations=dilations, kernel_shape=kernel_shape)
+        attrs.update(pads=pads, strides=strides, **rest)
+        if kind != "max":
+            attrs["count_include_pad"] = count_include_pad
+        st, dil, begin, end, out = _pool_geometry(
+            torch.empty(xs, device="meta"), kernel_shape, strides, pads, dilations, auto_pad, ceil_mode, op
+        )
+        floor_out = [(xs[2 + i] + begin[i] + end[i] - kernel_shape[i]) // st[i] + 1 for i in range(2)]
+        if max(dil) != 1 or out != floor_out or any(p >= k for p, k in zip(begin + end, kernel_shape * 2)):
+            return None
+        name = "max" if kind == "max" else "avg_include_pad" if count_include_pad else "avg"
+        fn = MaxPool if kind == "max" else AveragePool
+        return cpu_kernels.pool2d(
+            name,
+            tuple(xs),
+            tuple(kernel_shape),
+            tuple(st),
+            (begin[0], begin[1], end[0], end[1]),
+            lambda x: fn(x, **attrs),
+        )
+
+    return prepare
+
+
+@register("MaxPool", since=1, fresh=True, prepare=_pool_prepare("max", "MaxPool"))
 def MaxPool(
     X: Tensor,
     auto_pad: str = "NOTSET",
@@ -469,7 +513,7 @@ def _onnx_indices(
     return idx + (nc * plane).reshape((x.shape[0], x.shape[1]) + (1,) * len(sizes))
 
 
-@register("AveragePool", since=1, fresh=True)
+@register("AveragePool", since=1, fresh=True, prepare=_pool_prepare("avg", "AveragePool"))
 def AveragePool(
     X: Tensor,
     auto_pad: str = "NOTSET",
@@ -504,7 +548,14 @@ def AveragePool(
     return sums.div_(counts)
 
 
-@register("GlobalAveragePool", since=1, fresh=True)
+def _gap_prepare(shapes: list[Any], consts: list[Any]) -> Any:
+    xs = shapes[0]
+    if xs is None or len(xs) != 4 or xs[2] < 1 or xs[3] < 1:
+        return None
+    return cpu_kernels.pool2d("avg", tuple(xs), (xs[2], xs[3]), (1, 1), (0, 0, 0, 0), GlobalAveragePool)
+
+
+@register("GlobalAveragePool", since=1, fresh=True, prepare=_gap_prepare)
 def GlobalAveragePool(X: Tensor) -> Tensor:
     if X.dim() <= 2:
         return X.clone()

@@ -1,0 +1,162 @@
+#include "pool.h"
+
+#include <cmath>  // INFINITY, NAN
+#include <vector>
+
+#include "spmm.h"
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
+namespace zs {
+namespace {
+
+// Below this many taps a call runs on the calling thread.
+constexpr int64_t kMinParallelTaps = int64_t{1} << 15;
+
+// Taps [lo, hi) of a window starting at `start` (tap t reads start + t dil)
+// that land inside [0, size).
+struct Taps {
+  int64_t lo, hi;
+};
+
+Taps taps(int64_t start, int64_t k, int64_t dil, int64_t size) {
+  int64_t lo = start >= 0 ? 0 : (-start + dil - 1) / dil;
+  int64_t hi = size - start <= 0 ? 0 : (size - start + dil - 1) / dil;
+  if (hi > k) hi = k;
+  if (lo > hi) lo = hi;
+  return {lo, hi};
+}
+
+// Per call: for each output row its row taps inside the image; for each
+// column tap j the outputs [ox_lo, ox_hi) whose tap j is inside; for each
+// output column the number of column taps inside (average's divisor).
+struct Plan {
+  std::vector<Taps> rows;    // [oh]
+  std::vector<Taps> by_tap;  // [kw]: output columns
+  std::vector<float> ncols;  // [ow]
+};
+
+Plan make_plan(const Pool2dShape& s) {
+  Plan p;
+  p.rows.resize(static_cast<size_t>(s.oh));
+  for (int64_t oy = 0; oy < s.oh; ++oy) p.rows[oy] = taps(oy * s.sh - s.pad_t, s.kh, s.dh, s.h);
+  p.by_tap.resize(static_cast<size_t>(s.kw));
+  for (int64_t j = 0; j < s.kw; ++j) {
+    // ox sw - pad_l + j dw in [0, w)  <=>  ox in [lo, hi)
+    const int64_t off = j * s.dw - s.pad_l;
+    int64_t lo = off >= 0 ? 0 : (-off + s.sw - 1) / s.sw;
+    int64_t hi = s.w - off <= 0 ? 0 : (s.w - off + s.sw - 1) / s.sw;
+    if (hi > s.ow) hi = s.ow;
+    if (lo > hi) lo = hi;
+    p.by_tap[j] = {lo, hi};
+  }
+  p.ncols.assign(static_cast<size_t>(s.ow), 0.0f);
+  for (int64_t j = 0; j < s.kw; ++j)
+    for (int64_t ox = p.by_tap[j].lo; ox < p.by_tap[j].hi; ++ox) p.ncols[ox] += 1.0f;
+  return p;
+}
+
+// One plane, an output row at a time: for each tap inside, one pass along
+// the row (a tight loop the compiler can unroll; per-output window bounds
+// and branches cost ~25 cycles an output instead).
+template <PoolKind K>
+void plane(const float* x, float* y, const Pool2dShape& s, const Plan& p) {
+  const float full = static_cast<float>(s.kh * s.kw);
+  for (int64_t oy = 0; oy < s.oh; ++oy) {
+    const int64_t y0 = oy * s.sh - s.pad_t;
+    const Taps r = p.rows[oy];
+    float* yr = y + oy * s.ow;
+    for (int64_t ox = 0; ox < s.ow; ++ox) yr[ox] = K == PoolKind::kMax ? -INFINITY : 0.0f;
+    for (int64_t i = r.lo; i < r.hi; ++i) {
+      const float* row = x + (y0 + i * s.dh) * s.w;
+      for (int64_t j = 0; j < s.kw; ++j) {
+        const Taps c = p.by_tap[j];
+        const float* src = row + j * s.dw - s.pad_l;
+        const int64_t sw = s.sw;
+        if (K == PoolKind::kMax) {
+          // NaN wins: `v > m || v != v` keeps the first NaN (max semantics of torch and ONNX).
+          for (int64_t ox = c.lo; ox < c.hi; ++ox) {
+            const float v = src[ox * sw], m = yr[ox];
+            yr[ox] = (v > m || v != v) ? v : m;
+          }
+        } else {
+          for (int64_t ox = c.lo; ox < c.hi; ++ox) yr[ox] += src[ox * sw];
+        }
+      }
+    }
+    if (K != PoolKind::kMax) {
+      const float nrows = static_cast<float>(r.hi - r.lo);
+      for (int64_t ox = 0; ox < s.ow; ++ox) {
+        const float count = K == PoolKind::kAvgIncludePad ? full : nrows * p.ncols[ox];
+        yr[ox] = count > 0 ? yr[ox] / count : NAN;
+      }
+    }
+  }
+}
+
+// A window covering the whole unpadded plane (global pooling): one pass over
+// contiguous memory, four partial results.
+void whole_plane(const float* x, float* y, int64_t n, PoolKind kind) {
+  if (kind == PoolKind::kMax) {
+    float m[4] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY};
+    bool nan = false;
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4)
+      for (int u = 0; u < 4; ++u) {
+        const float v = x[i + u];
+        m[u] = v > m[u] ? v : m[u];
+        nan |= v != v;
+      }
+    for (; i < n; ++i) {
+      m[0] = x[i] > m[0] ? x[i] : m[0];
+      nan |= x[i] != x[i];
+    }
+    const float a = m[0] > m[1] ? m[0] : m[1], b = m[2] > m[3] ? m[2] : m[3];
+    *y = nan ? NAN : (a > b ? a : b);
+    return;
+  }
+  float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4)
+    for (int u = 0; u < 4; ++u) acc[u] += x[i + u];
+  for (; i < n; ++i) acc[0] += x[i];
+  *y = ((acc[0] + acc[1]) + (acc[2] + acc[3])) / static_cast<float>(n);
+}
+
+void run_plane(const float* x, float* y, const Pool2dShape& s, PoolKind kind, const Plan& p) {
+  if (s.kh == s.h && s.kw == s.w && s.oh == 1 && s.ow == 1 && s.pad_t == 0 && s.pad_l == 0 && s.pad_b == 0 &&
+      s.pad_r == 0)
+    return whole_plane(x, y, s.h * s.w, kind);
+  switch (kind) {
+    case PoolKind::kMax:
+      return plane<PoolKind::kMax>(x, y, s, p);
+    case PoolKind::kAvg:
+      return plane<PoolKind::kAvg>(x, y, s, p);
+    case PoolKind::kAvgIncludePad:
+      return plane<PoolKind::kAvgIncludePad>(x, y, s, p);
+  }
+}
+
+}  // namespace
+
+void pool2d_f32(const float* x, float* y, const Pool2dShape& s, PoolKind kind) {
+  if (s.planes <= 0 || s.oh <= 0 || s.ow <= 0) return;
+  const Plan plan = make_plan(s);
+  const int64_t in = s.h * s.w, out = s.oh * s.ow;
+  int parts = s.planes * out * s.kh * s.kw < kMinParallelTaps ? 1 : num_threads();
+  if (parts > s.planes) parts = static_cast<int>(s.planes);
+  if (parts <= 1) {
+    for (int64_t p = 0; p < s.planes; ++p) run_plane(x + p * in, y + p * out, s, kind, plan);
+    return;
+  }
+#if defined(_OPENMP)
+#pragma omp parallel for num_threads(parts) schedule(static)
+  for (int64_t p = 0; p < s.planes; ++p) run_plane(x + p * in, y + p * out, s, kind, plan);
+#else
+  for (int64_t p = 0; p < s.planes; ++p) run_plane(x + p * in, y + p * out, s, kind, plan);
+#endif
+}
+
+}  // namespace zs
