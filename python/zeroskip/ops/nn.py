@@ -416,33 +416,25 @@ def _pool_prepare(kind: str, op: Any) -> Any:
     """prepare for MaxPool / AveragePool: the C++ kernel for 2-D windows without dilation or ceil-mode
     overhang, pads smaller than the window, and one output (no indices)."""
 
-    def prepare(
-        shapes: list[Any],
-        consts: list[Any],
-        auto_pad: str = "NOTSET",
-        ceil_mode: int = 0,
-        count_include_pad: int = 0,
-        dilations: list[int] | None = None,
-        kernel_shape: list[int] | None = None,
-        pads: list[int] | None = None,
-        strides: list[int] | None = None,
-        _noutputs: int = 1,
-        **rest: Any,
-    ) -> Any:
-        xs = shapes[0]
+    def prepare(shapes: list[Any], consts: list[Any], _noutputs: int = 1, **attrs: Any) -> Any:
+        xs, kernel_shape = shapes[0], attrs.get("kernel_shape")
         if xs is None or len(xs) != 4 or _noutputs != 1 or not kernel_shape or len(kernel_shape) != 2:
             return None
-        attrs = dict(auto_pad=auto_pad, ceil_mode=ceil_mode, dilations=dilations, kernel_shape=kernel_shape)
-        attrs.update(pads=pads, strides=strides, **rest)
-        if kind != "max":
-            attrs["count_include_pad"] = count_include_pad
+        auto_pad, ceil_mode = attrs.get("auto_pad", "NOTSET"), attrs.get("ceil_mode", 0)
         st, dil, begin, end, out = _pool_geometry(
-            torch.empty(xs, device="meta"), kernel_shape, strides, pads, dilations, auto_pad, ceil_mode, op
+            torch.empty(xs, device="meta"),
+            kernel_shape,
+            attrs.get("strides"),
+            attrs.get("pads"),
+            attrs.get("dilations"),
+            auto_pad,
+            ceil_mode,
+            op,
         )
         floor_out = [(xs[2 + i] + begin[i] + end[i] - kernel_shape[i]) // st[i] + 1 for i in range(2)]
         if max(dil) != 1 or out != floor_out or any(p >= k for p, k in zip(begin + end, kernel_shape * 2)):
             return None
-        name = "max" if kind == "max" else "avg_include_pad" if count_include_pad else "avg"
+        name = "max" if kind == "max" else "avg_include_pad" if attrs.get("count_include_pad") else "avg"
         fn = MaxPool if kind == "max" else AveragePool
         return cpu_kernels.pool2d(
             name,
