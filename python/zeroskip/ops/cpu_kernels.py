@@ -13,10 +13,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from zeroskip import _C
+from zeroskip import _C, kernels
+from zeroskip.formats import CSR
 
 __all__ = [
     "available",
+    "conv_dense_csr",
     "gelu",
     "gelu_out",
     "linear_small",
@@ -158,7 +160,7 @@ def sparse_linear(
 
 def sparse_conv(
     packed: Any,
-    kernel: str,
+    kernel: str | None,
     bias: torch.Tensor | None,
     clamp: tuple[float, float] | None,
     x_shape: tuple[int, ...],
@@ -217,3 +219,32 @@ def pool2d(
         return from_numpy(y)
 
     return run
+
+
+# Group-1 convolutions up to this many multiply-adds are offered the SpMM path with their dense weight
+# (every entry stored): on small maps torch's fixed cost per call (~20-50 us) dominates, while the CSR
+# kernel on the im2col runs at vector speed along the output pixels.
+SMALL_CONV_MACS = 1 << 22
+
+
+def conv_dense_csr(
+    w: torch.Tensor,
+    bias: torch.Tensor | None,
+    x_shape: tuple[int, ...],
+    kernel_shape: tuple[int, int],
+    strides: tuple[int, int],
+    pads: tuple[int, int, int, int],
+    dilations: tuple[int, int],
+    clamp: tuple[float, float] | None,
+) -> Any:
+    """A small group-1 2-D convolution with its dense weight packed as CSR, or None."""
+    if not hasattr(_C, "spmm_conv") or w.dtype != torch.float32 or len(x_shape) != 4:
+        return None
+    n, _, h, wd = x_shape
+    cout = w.shape[0]
+    oh = (h + pads[0] + pads[2] - dilations[0] * (kernel_shape[0] - 1) - 1) // strides[0] + 1
+    ow = (wd + pads[1] + pads[3] - dilations[1] * (kernel_shape[1] - 1) - 1) // strides[1] + 1
+    if oh <= 0 or ow <= 0 or n * oh * ow * w.numel() > SMALL_CONV_MACS:
+        return None
+    packed = kernels.pack(CSR.from_dense(w.reshape(cout, -1).numpy()))
+    return sparse_conv(packed, None, bias, clamp, x_shape, kernel_shape, strides, pads, dilations)

@@ -249,10 +249,14 @@ def _conv_prepare(
         dw = cpu_kernels.depthwise_conv(W, B, tuple(xs), stride, tuple(begin + end), dil, group, bounds)
         if dw is not None:
             dense.append(("dense/dwconv", dw))
+    geometry = ((W.shape[2], W.shape[3]), stride, (pad[0], pad[1], pad[0], pad[1]), dil)
+    if group == 1:
+        small = cpu_kernels.conv_dense_csr(W, B, tuple(xs), *geometry, bounds)
+        if small is not None:
+            dense.append(("dense/csr-im2col", small))
     # Sparse: group-1 2-D convs, the weight as Cout x (C * KH * KW) (1x1 convs run as SpMM on the
     # input itself, others on its im2col); depthwise and grouped convs stay dense.
     sparse_ok = group == 1 and W.dtype == torch.float32 and (B is None or B.dtype == torch.float32)
-    geometry = ((W.shape[2], W.shape[3]), stride, (pad[0], pad[1], pad[0], pad[1]), dil)
     return Offer(
         probe_shape=tuple(xs),
         dense=dense,
