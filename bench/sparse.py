@@ -57,8 +57,9 @@ def _load_by_path(name: str, path: Path) -> Any:
     return sys.modules[name]
 
 
-zoo = _load_by_path("_zeroskip_models_zoo", HERE.parent / "models" / "zoo.py")
+# bench/models.py (by path: `import models` would find the models/ package) brings the zoo loaded.
 models_bench = _load_by_path("_zeroskip_bench_models", HERE / "models.py")
+zoo = models_bench.zoo
 
 
 @dataclass

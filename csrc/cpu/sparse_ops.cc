@@ -145,15 +145,13 @@ void im2col_part(const float* x, float* dst, int64_t ld, const Conv2dShape& s, i
   }
 }
 
-// The calling thread's scratch: x^T or the im2col matrix, and y^T.
-AlignedBuffer& in_buffer() {
-  thread_local AlignedBuffer b;
-  return b;
-}
+// The calling thread's scratch buffers: kIn (x^T or the whole image's im2col),
+// kOut (y^T); on pool threads, kBlock / kYBlock (conv2d's column blocks).
+enum Slot { kIn, kOut, kBlock, kYBlock, kSlots };
 
-AlignedBuffer& out_buffer() {
-  thread_local AlignedBuffer b;
-  return b;
+AlignedBuffer& buffer(Slot slot) {
+  thread_local AlignedBuffer b[kSlots];
+  return b[slot];
 }
 
 // Batch rows up to which Linear runs the batch-1 kernel once per row (row j of
@@ -173,22 +171,11 @@ void linear(const KernelInfo& k, const View& a, const float* x, float* y, int64_
     for (int64_t j = 0; j < m; ++j) spmm(k, a, x + j * a.k, y + j * a.m, 1, p);
     return;
   }
-  float* xt = in_buffer().get(static_cast<size_t>(a.k * m));
-  float* yt = out_buffer().get(static_cast<size_t>(a.m * m));
+  float* xt = buffer(kIn).get(static_cast<size_t>(a.k * m));
+  float* yt = buffer(kOut).get(static_cast<size_t>(a.m * m));
   transpose_f32(x, xt, m, a.k);
   spmm(k, a, xt, yt, m, p);
   transpose_f32(yt, y, a.m, m);
-}
-
-// A pool thread's im2col block and output block (conv2d's column-block split).
-AlignedBuffer& block_buffer() {
-  thread_local AlignedBuffer b;
-  return b;
-}
-
-AlignedBuffer& yblock_buffer() {
-  thread_local AlignedBuffer b;
-  return b;
 }
 
 template <class View>
@@ -206,8 +193,8 @@ void conv2d(const KernelInfo& k, const View& a, const float* x, float* y, const 
   const int64_t blocks = (ohw + nb - 1) / nb, units = s.b * blocks;
   if (units >= kConvMinBlocksPerThread * num_threads()) {
     parallel_units(units, 1, units * nb * a.k, [&](int64_t ub, int64_t ue) {
-      float* col = block_buffer().get(static_cast<size_t>(a.k * nb));
-      float* yb = yblock_buffer().get(static_cast<size_t>(a.m * nb));
+      float* col = buffer(kBlock).get(static_cast<size_t>(a.k * nb));
+      float* yb = buffer(kYBlock).get(static_cast<size_t>(a.m * nb));
       for (int64_t u = ub; u < ue; ++u) {
         const int64_t img = u / blocks, q0 = u % blocks * nb, w = min64(nb, ohw - q0);
         im2col_part(x + img * in_size, col, w, s, 0, a.k, q0, q0 + w);
@@ -218,7 +205,7 @@ void conv2d(const KernelInfo& k, const View& a, const float* x, float* y, const 
     });
     return;
   }
-  float* col = in_buffer().get(static_cast<size_t>(a.k * ohw));
+  float* col = buffer(kIn).get(static_cast<size_t>(a.k * ohw));
   for (int64_t img = 0; img < s.b; ++img) {
     im2col_f32(x + img * in_size, col, s);
     spmm(k, a, col, y + img * out_size, ohw, p);

@@ -191,6 +191,17 @@ std::string dims_str(std::initializer_list<int64_t> d) {
   return s + ")";
 }
 
+// Strides and dilations >= 1, pads >= 0 (and the window >= 1 when `kernel` is checked here).
+void check_window(int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t pt, int64_t pl, int64_t pb, int64_t pr,
+                  int64_t dh, int64_t dw, const char* kernel_name) {
+  if (kernel_name && (kh < 1 || kw < 1))
+    throw py::value_error(std::string(kernel_name) + " must be >= 1, got " + dims_str({kh, kw}));
+  if (sh < 1 || sw < 1) throw py::value_error("strides must be >= 1, got " + dims_str({sh, sw}));
+  if (dh < 1 || dw < 1) throw py::value_error("dilations must be >= 1, got " + dims_str({dh, dw}));
+  if (pt < 0 || pl < 0 || pb < 0 || pr < 0)
+    throw py::value_error("pads must be >= 0, got " + dims_str({pt, pl, pb, pr}));
+}
+
 // ---- sparse Conv2d ----
 
 // `v` must hold `count` values (`what` names them in errors).
@@ -219,11 +230,7 @@ void run_conv(const View& a, const zs::KernelInfo& k, const py::array& x, const 
   s.sh = strides[0], s.sw = strides[1];
   s.pad_t = pads[0], s.pad_l = pads[1], s.pad_b = pads[2], s.pad_r = pads[3];
   s.dh = dilations[0], s.dw = dilations[1];
-  if (s.kh < 1 || s.kw < 1) throw py::value_error("kernel_shape must be >= 1, got " + dims_str({s.kh, s.kw}));
-  if (s.sh < 1 || s.sw < 1) throw py::value_error("strides must be >= 1, got " + dims_str({s.sh, s.sw}));
-  if (s.dh < 1 || s.dw < 1) throw py::value_error("dilations must be >= 1, got " + dims_str({s.dh, s.dw}));
-  if (s.pad_t < 0 || s.pad_l < 0 || s.pad_b < 0 || s.pad_r < 0)
-    throw py::value_error("pads must be >= 0, got " + dims_str({s.pad_t, s.pad_l, s.pad_b, s.pad_r}));
+  check_window(s.kh, s.kw, s.sh, s.sw, s.pad_t, s.pad_l, s.pad_b, s.pad_r, s.dh, s.dw, "kernel_shape");
   if (s.c * s.kh * s.kw != a.k)
     throw py::value_error("weight has " + std::to_string(a.k) + " columns, expected C*KH*KW = " +
                           std::to_string(s.c) + "*" + std::to_string(s.kh) + "*" + std::to_string(s.kw) + " = " +
@@ -247,6 +254,42 @@ void run_conv(const View& a, const zs::KernelInfo& k, const py::array& x, const 
 constexpr int64_t kReleaseGil = 1 << 14;
 
 }  // namespace
+
+// The kernel for a packed weight: `name` if given (checked against the weight), else the default.
+const zs::KernelInfo& pick_for(const zs::PackedCsr&, const std::optional<std::string>& name) {
+  return pick(zs::Format::kCsr, name, 0, 0);
+}
+const zs::KernelInfo& pick_for(const zs::PackedBsr&, const std::optional<std::string>& name) {
+  return pick(zs::Format::kBsr, name, 0, 0);
+}
+const zs::KernelInfo& pick_for(const zs::PackedNm& a, const std::optional<std::string>& name) {
+  return pick(zs::Format::kNm, name, a.view().n, a.view().group);
+}
+
+// spmm, spmm_linear and spmm_conv for one packed weight type (overloads of one Python name each).
+template <class Packed>
+void def_sparse_ops(py::module_& m) {
+  using Opt = std::optional<py::array>;
+  using Name = std::optional<std::string>;
+  using Dims = std::vector<int64_t>;
+  m.def("spmm", [](const Packed& a, py::array x, py::array out, Opt bias, float lo, float hi, Name kernel) {
+    run_spmm(a.view(), pick_for(a, kernel), x, out, bias, lo, hi);
+  }, py::arg("a"), py::arg("x"), py::arg("out"), py::arg("bias"), py::arg("min"), py::arg("max"),
+        py::arg("kernel"), "out = clamp(a @ x + bias) with a registered kernel (default: fastest ISA here).");
+  m.def("spmm_linear", [](const Packed& a, py::array x, py::array out, Opt bias, float lo, float hi, Name kernel) {
+    run_linear(a.view(), pick_for(a, kernel), x, out, bias, lo, hi);
+  }, py::arg("a"), py::arg("x"), py::arg("out"), py::arg("bias"), py::arg("min"), py::arg("max"),
+        py::arg("kernel"),
+        "Linear with a sparse N x K weight: out (M, N) = clamp(x (M, K) @ a.T + bias), bias per output column.");
+  m.def("spmm_conv", [](const Packed& a, py::array x, py::array out, Opt bias, float lo, float hi, Name kernel,
+                        Dims kernel_shape, Dims strides, Dims pads, Dims dilations) {
+    run_conv(a.view(), pick_for(a, kernel), x, out, bias, lo, hi, kernel_shape, strides, pads, dilations);
+  }, py::arg("a"), py::arg("x"), py::arg("out"), py::arg("bias"), py::arg("min"), py::arg("max"),
+        py::arg("kernel"), py::arg("kernel_shape"), py::arg("strides"), py::arg("pads"), py::arg("dilations"),
+        "Conv2d (NCHW, groups 1) with a sparse Cout x (C*KH*KW) weight: out (B, Cout, OH, OW) = "
+        "clamp(conv(x (B, C, H, W)) + bias); kernel_shape (KH, KW), strides (sh, sw), zero pads "
+        "(top, left, bottom, right), dilations (dh, dw).");
+}
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "zeroskip C++ kernels (no torch, no CUDA calls at import)";
@@ -319,67 +362,9 @@ PYBIND11_MODULE(_C, m) {
       .def_property_readonly("shape", [](const zs::PackedNm& p) { return py::make_tuple(p.view().m, p.view().k); })
       .def_property_readonly("nbytes", &zs::PackedNm::nbytes);
 
-  const char* spmm_doc = "out = clamp(a @ x + bias) with a registered kernel (default: fastest ISA here).";
-  m.def("spmm", [](const zs::PackedCsr& a, py::array x, py::array out, std::optional<py::array> bias, float lo,
-                   float hi, std::optional<std::string> kernel) {
-    run_spmm(a.view(), pick(zs::Format::kCsr, kernel, 0, 0), x, out, bias, lo, hi);
-  }, py::arg("a"), py::arg("x"), py::arg("out"), py::arg("bias"), py::arg("min"), py::arg("max"),
-        py::arg("kernel"), spmm_doc);
-  m.def("spmm", [](const zs::PackedBsr& a, py::array x, py::array out, std::optional<py::array> bias, float lo,
-                   float hi, std::optional<std::string> kernel) {
-    run_spmm(a.view(), pick(zs::Format::kBsr, kernel, 0, 0), x, out, bias, lo, hi);
-  }, py::arg("a"), py::arg("x"), py::arg("out"), py::arg("bias"), py::arg("min"), py::arg("max"),
-        py::arg("kernel"), spmm_doc);
-  m.def("spmm", [](const zs::PackedNm& a, py::array x, py::array out, std::optional<py::array> bias, float lo,
-                   float hi, std::optional<std::string> kernel) {
-    run_spmm(a.view(), pick(zs::Format::kNm, kernel, a.view().n, a.view().group), x, out, bias, lo, hi);
-  }, py::arg("a"), py::arg("x"), py::arg("out"), py::arg("bias"), py::arg("min"), py::arg("max"),
-        py::arg("kernel"), spmm_doc);
-  const char* linear_doc =
-      "Linear with a sparse N x K weight: out (M, N) = clamp(x (M, K) @ a.T + bias), bias per output column.";
-  m.def("spmm_linear", [](const zs::PackedCsr& a, py::array x, py::array out, std::optional<py::array> bias,
-                          float lo, float hi, std::optional<std::string> kernel) {
-    run_linear(a.view(), pick(zs::Format::kCsr, kernel, 0, 0), x, out, bias, lo, hi);
-  }, py::arg("a"), py::arg("x"), py::arg("out"), py::arg("bias"), py::arg("min"), py::arg("max"),
-        py::arg("kernel"), linear_doc);
-  m.def("spmm_linear", [](const zs::PackedBsr& a, py::array x, py::array out, std::optional<py::array> bias,
-                          float lo, float hi, std::optional<std::string> kernel) {
-    run_linear(a.view(), pick(zs::Format::kBsr, kernel, 0, 0), x, out, bias, lo, hi);
-  }, py::arg("a"), py::arg("x"), py::arg("out"), py::arg("bias"), py::arg("min"), py::arg("max"),
-        py::arg("kernel"), linear_doc);
-  m.def("spmm_linear", [](const zs::PackedNm& a, py::array x, py::array out, std::optional<py::array> bias,
-                          float lo, float hi, std::optional<std::string> kernel) {
-    run_linear(a.view(), pick(zs::Format::kNm, kernel, a.view().n, a.view().group), x, out, bias, lo, hi);
-  }, py::arg("a"), py::arg("x"), py::arg("out"), py::arg("bias"), py::arg("min"), py::arg("max"),
-        py::arg("kernel"), linear_doc);
-  const char* conv_doc =
-      "Conv2d (NCHW, groups 1) with a sparse Cout x (C*KH*KW) weight: out (B, Cout, OH, OW) = "
-      "clamp(conv(x (B, C, H, W)) + bias); kernel_shape (KH, KW), strides (sh, sw), zero pads "
-      "(top, left, bottom, right), dilations (dh, dw).";
-  m.def("spmm_conv", [](const zs::PackedCsr& a, py::array x, py::array out, std::optional<py::array> bias,
-                        float lo, float hi, std::optional<std::string> kernel, std::vector<int64_t> kernel_shape,
-                        std::vector<int64_t> strides, std::vector<int64_t> pads, std::vector<int64_t> dilations) {
-    run_conv(a.view(), pick(zs::Format::kCsr, kernel, 0, 0), x, out, bias, lo, hi, kernel_shape, strides, pads,
-             dilations);
-  }, py::arg("a"), py::arg("x"), py::arg("out"), py::arg("bias"), py::arg("min"), py::arg("max"),
-        py::arg("kernel"), py::arg("kernel_shape"), py::arg("strides"), py::arg("pads"), py::arg("dilations"),
-        conv_doc);
-  m.def("spmm_conv", [](const zs::PackedBsr& a, py::array x, py::array out, std::optional<py::array> bias,
-                        float lo, float hi, std::optional<std::string> kernel, std::vector<int64_t> kernel_shape,
-                        std::vector<int64_t> strides, std::vector<int64_t> pads, std::vector<int64_t> dilations) {
-    run_conv(a.view(), pick(zs::Format::kBsr, kernel, 0, 0), x, out, bias, lo, hi, kernel_shape, strides, pads,
-             dilations);
-  }, py::arg("a"), py::arg("x"), py::arg("out"), py::arg("bias"), py::arg("min"), py::arg("max"),
-        py::arg("kernel"), py::arg("kernel_shape"), py::arg("strides"), py::arg("pads"), py::arg("dilations"),
-        conv_doc);
-  m.def("spmm_conv", [](const zs::PackedNm& a, py::array x, py::array out, std::optional<py::array> bias,
-                        float lo, float hi, std::optional<std::string> kernel, std::vector<int64_t> kernel_shape,
-                        std::vector<int64_t> strides, std::vector<int64_t> pads, std::vector<int64_t> dilations) {
-    run_conv(a.view(), pick(zs::Format::kNm, kernel, a.view().n, a.view().group), x, out, bias, lo, hi,
-             kernel_shape, strides, pads, dilations);
-  }, py::arg("a"), py::arg("x"), py::arg("out"), py::arg("bias"), py::arg("min"), py::arg("max"),
-        py::arg("kernel"), py::arg("kernel_shape"), py::arg("strides"), py::arg("pads"), py::arg("dilations"),
-        conv_doc);
+  def_sparse_ops<zs::PackedCsr>(m);
+  def_sparse_ops<zs::PackedBsr>(m);
+  def_sparse_ops<zs::PackedNm>(m);
   m.def("dense_isas", [] {
     size_t count = 0;
     const zs::DenseOps* const* t = zs::dense_table(&count);
@@ -491,11 +476,7 @@ PYBIND11_MODULE(_C, m) {
     const auto [sh, sw] = strides;
     const auto [pt, pl, pb, pr] = pads;
     const auto [dh, dw] = dilations;
-    if (kh < 1 || kw < 1) throw py::value_error("kernel must be >= 1, got " + dims_str({kh, kw}));
-    if (sh < 1 || sw < 1) throw py::value_error("strides must be >= 1, got " + dims_str({sh, sw}));
-    if (dh < 1 || dw < 1) throw py::value_error("dilations must be >= 1, got " + dims_str({dh, dw}));
-    if (pt < 0 || pl < 0 || pb < 0 || pr < 0)
-      throw py::value_error("pads must be >= 0, got " + dims_str({pt, pl, pb, pr}));
+    check_window(kh, kw, sh, sw, pt, pl, pb, pr, dh, dw, "kernel");
     const int64_t n = x.shape(0), c = x.shape(1), h = x.shape(2), w = x.shape(3);
     // Windows may not start in the end padding (ONNX requires pad < kernel); an output needs a tap.
     if (pt >= dh * (kh - 1) + 1 || pb >= dh * (kh - 1) + 1 || pl >= dw * (kw - 1) + 1 || pr >= dw * (kw - 1) + 1)
@@ -530,10 +511,7 @@ PYBIND11_MODULE(_C, m) {
     const auto [sh, sw] = strides;
     const auto [pt, pl, pb, pr] = pads;
     const auto [dh, dw] = dilations;
-    if (sh < 1 || sw < 1) throw py::value_error("strides must be >= 1, got " + dims_str({sh, sw}));
-    if (dh < 1 || dw < 1) throw py::value_error("dilations must be >= 1, got " + dims_str({dh, dw}));
-    if (pt < 0 || pl < 0 || pb < 0 || pr < 0)
-      throw py::value_error("pads must be >= 0, got " + dims_str({pt, pl, pb, pr}));
+    check_window(kh, kw, sh, sw, pt, pl, pb, pr, dh, dw, nullptr);  // w's shape was checked above
     const int64_t oh = static_cast<int64_t>(zs::dwconv_out_size(size_t(h), size_t(kh), size_t(sh), size_t(pt),
                                                                  size_t(pb), size_t(dh)));
     const int64_t ow = static_cast<int64_t>(zs::dwconv_out_size(size_t(wd), size_t(kw), size_t(sw), size_t(pl),

@@ -96,6 +96,19 @@ def pack(a: CSR | BSR | NM) -> Any:
     return p
 
 
+def _run(what: str, a: CSR | BSR | NM, fn: Any, x: Any, out: Any, bias: Any, clamp: Any, *rest: Any) -> None:
+    """fn(packed a, x, out, bias, lo, hi, *rest), the binding's errors raised as zeroskip's."""
+    if not isinstance(out, np.ndarray):
+        raise InputError(f"out must be a numpy array, got {type(out).__name__}")
+    lo, hi = (-np.inf, np.inf) if clamp is None else (float(clamp[0]), float(clamp[1]))
+    try:
+        fn(pack(a), x, out, None if bias is None else np.asarray(bias), lo, hi, *rest)
+    except _C.KernelError as e:
+        raise KernelError(f"{what} with {type(a).__name__} {a.shape}: {e}") from None
+    except (ValueError, TypeError) as e:
+        raise InputError(f"{what} with {type(a).__name__} {a.shape}: {e}") from None
+
+
 def spmm(
     a: CSR | BSR | NM,
     x: Any,
@@ -111,7 +124,7 @@ def spmm(
     must be float32, C-contiguous, (M, N) and not overlap x. `kernel` forces one registered kernel by
     name (see `available()`); default: the fastest ISA this CPU runs.
     """
-    packed = pack(a)
+    pack(a)  # rejects anything that is not a sparse format before x is looked at
     xa = np.asarray(x)
     vector = xa.ndim == 1
     if vector:
@@ -122,19 +135,7 @@ def spmm(
         y = np.empty((m, n), dtype=np.float32)
     else:
         y = out.reshape(m, 1) if (vector and isinstance(out, np.ndarray) and out.shape == (m,)) else out
-    if not isinstance(y, np.ndarray):
-        raise InputError(f"out must be a numpy array, got {type(y).__name__}")
-    if bias is not None:
-        bias = np.asarray(bias)
-    lo, hi = (-np.inf, np.inf) if clamp is None else (float(clamp[0]), float(clamp[1]))
-    try:
-        _C.spmm(packed, xa, y, bias, lo, hi, kernel)
-    except _C.KernelError as e:
-        raise KernelError(f"spmm with {type(a).__name__} {a.shape}: {e}") from None
-    except ValueError as e:
-        raise InputError(f"spmm with {type(a).__name__} {a.shape}: {e}") from None
-    except TypeError as e:
-        raise InputError(f"spmm with {type(a).__name__} {a.shape}: {e}") from None
+    _run("spmm", a, _C.spmm, xa, y, bias, clamp, kernel)
     if out is not None:
         return out
     return y.reshape(m) if vector else y
@@ -155,7 +156,7 @@ def linear(
     C-contiguous, (M, K) or (K,) (then y is (N,)); bias has one value per output column (N). `out`, if
     given, receives y and must be float32, C-contiguous, (M, N) and not overlap x.
     """
-    packed = pack(a)
+    pack(a)
     xa = np.asarray(x)
     vector = xa.ndim == 1
     if vector:
@@ -165,17 +166,7 @@ def linear(
         y = np.empty((xa.shape[0] if xa.ndim == 2 else 0, n), dtype=np.float32)
     else:
         y = out.reshape(1, n) if (vector and isinstance(out, np.ndarray) and out.shape == (n,)) else out
-    if not isinstance(y, np.ndarray):
-        raise InputError(f"out must be a numpy array, got {type(y).__name__}")
-    if bias is not None:
-        bias = np.asarray(bias)
-    lo, hi = (-np.inf, np.inf) if clamp is None else (float(clamp[0]), float(clamp[1]))
-    try:
-        _C.spmm_linear(packed, xa, y, bias, lo, hi, kernel)
-    except _C.KernelError as e:
-        raise KernelError(f"linear with {type(a).__name__} {a.shape}: {e}") from None
-    except (ValueError, TypeError) as e:
-        raise InputError(f"linear with {type(a).__name__} {a.shape}: {e}") from None
+    _run("linear", a, _C.spmm_linear, xa, y, bias, clamp, kernel)
     if out is not None:
         return out
     return y.reshape(n) if vector else y
@@ -201,7 +192,7 @@ def conv2d(
     for 2-D. Returns (B, Cout, OH, OW), OH = (H + top + bottom - dh*(KH - 1) - 1) // sh + 1 (likewise
     OW). bias has one value per output channel.
     """
-    packed = pack(a)
+    pack(a)
     xa = np.asarray(x)
     if out is None:
         try:
@@ -213,17 +204,7 @@ def conv2d(
             y = np.empty((0, 0, 0, 0), dtype=np.float32)  # the kernel call says what is wrong
     else:
         y = out
-    if not isinstance(y, np.ndarray):
-        raise InputError(f"out must be a numpy array, got {type(y).__name__}")
-    if bias is not None:
-        bias = np.asarray(bias)
-    lo, hi = (-np.inf, np.inf) if clamp is None else (float(clamp[0]), float(clamp[1]))
-    try:
-        _C.spmm_conv(packed, xa, y, bias, lo, hi, kernel, kernel_shape, strides, pads, dilations)
-    except _C.KernelError as e:
-        raise KernelError(f"conv2d with {type(a).__name__} {a.shape}: {e}") from None
-    except (ValueError, TypeError) as e:
-        raise InputError(f"conv2d with {type(a).__name__} {a.shape}: {e}") from None
+    _run("conv2d", a, _C.spmm_conv, xa, y, bias, clamp, kernel, kernel_shape, strides, pads, dilations)
     return y
 
 

@@ -70,11 +70,7 @@ def Linear(x: torch.Tensor, wt: torch.Tensor, bias=None, activation: str = "") -
     return y
 
 
-def _conv_act_prepare(shapes: list[Any], consts: list[Any], **attrs: Any) -> Any:
-    return nn._conv_prepare(shapes, consts, **attrs)
-
-
-@register("Conv", since=1, domain=DOMAIN, fresh=True, prepare=_conv_act_prepare)
+@register("Conv", since=1, domain=DOMAIN, fresh=True, prepare=nn._conv_prepare)
 def Conv(
     X: torch.Tensor,
     W: torch.Tensor,

@@ -196,25 +196,16 @@ def _mkldnn_conv(
     return run
 
 
-def _conv_prepare(
-    shapes: list[Any],
-    consts: list[Any],
-    auto_pad: str = "NOTSET",
-    dilations: list[int] | None = None,
-    group: int = 1,
-    kernel_shape: list[int] | None = None,
-    pads: list[int] | None = None,
-    strides: list[int] | None = None,
-    activation: str = "",
-    clip_min: float = float("-inf"),
-    clip_max: float = float("inf"),
-) -> Any:
+def _conv_prepare(shapes: list[Any], consts: list[Any], **attrs: Any) -> Any:
     """A 2-D Conv with constant weights, bound once per input shape: one torch call per run."""
     xs, W = shapes[0], consts[1]
     B = consts[2] if len(consts) > 2 else None
     if xs is None or W is None or len(xs) != 4 or (len(shapes) > 2 and shapes[2] is not None and B is None):
         return None
-    if auto_pad not in _NOTSET:
+    auto_pad, pads, strides, dilations = (attrs.get(k) for k in ("auto_pad", "pads", "strides", "dilations"))
+    group, activation = attrs.get("group", 1), attrs.get("activation", "")
+    clip_min, clip_max = attrs.get("clip_min", -math.inf), attrs.get("clip_max", math.inf)
+    if auto_pad is not None and auto_pad not in _NOTSET:
         begin, end = _auto_pads(_str(auto_pad), xs[2:], W.shape[2:], strides, dilations, "Conv")
     elif pads:
         begin, end = list(pads[:2]), list(pads[2:])
