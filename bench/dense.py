@@ -1,5 +1,5 @@
-"""Dense kernel benchmark: zeroskip gelu / softmax / gemv / depthwise conv against torch (and numpy
-for gemv).
+"""Dense kernel benchmark: zeroskip gelu / softmax / gemv / depthwise conv / pooling / small convs
+(dense weight through the CSR kernel) against torch (and numpy for gemv).
 
     python bench/dense.py                 # full run (about two minutes on 2 cores)
     python bench/dense.py --quick         # fewer rounds
@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from zeroskip import _C, dense, kernels
+from zeroskip.formats import CSR
 
 
 def _openblas_set_threads(n: int) -> bool:
@@ -136,6 +137,53 @@ def cases(
                     "torch": lambda xt=xt, wt=wt, bt=bt, s=s, c=c: F.relu6(
                         F.conv2d(xt, wt, bt, stride=s, padding=1, groups=c), inplace=True
                     ),
+                },
+                None,
+            )
+        )
+    # Pooling (ResNet's 3x3/2 max pool, the small CNN's 2x2 pools, MobileNet's global average).
+    pools = [
+        ("max", 64, 112, 3, 2, 1),
+        ("max", 16, 32, 2, 2, 0),
+        ("avg", 16, 16, 2, 2, 0),
+        ("avg", 1280, 7, 7, 1, 0),
+    ]
+    for kind, c, hw, k, s, p in pools:
+        x = rng.standard_normal((1, c, hw, hw)).astype(np.float32)
+        o = (hw + 2 * p - k) // s + 1
+        y = np.empty((1, c, o, o), np.float32)
+        xt = torch.from_numpy(x)
+        tfn = F.max_pool2d if kind == "max" else F.avg_pool2d
+        out.append(
+            (
+                f"pool {kind} {k}x{k} s{s} (1,{c},{hw},{hw})",
+                {
+                    "zeroskip": lambda x=x, y=y, kind=kind, k=k, s=s, p=p: _C.pool2d(
+                        x, y, kind, (k, k), (s, s), (p, p, p, p), (1, 1)
+                    ),
+                    "torch": lambda xt=xt, tfn=tfn, k=k, s=s, p=p: tfn(xt, k, s, p),
+                },
+                None,
+            )
+        )
+    # Small group-1 convs with a dense weight through the CSR kernel on the im2col (the plan's
+    # "dense/csr-im2col" candidate): the small CNN's three, against torch F.conv2d.
+    for cin, cout, hw, k in [(3, 16, 32, 3), (16, 16, 16, 1), (16, 32, 8, 3)]:
+        x = rng.standard_normal((1, cin, hw, hw)).astype(np.float32)
+        w = rng.standard_normal((cout, cin, k, k)).astype(np.float32)
+        b = rng.standard_normal(cout).astype(np.float32)
+        packed = kernels.pack(CSR.from_dense(w.reshape(cout, -1)))
+        y = np.empty((1, cout, hw, hw), np.float32)
+        xt, wt, bt = torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b)
+        p = k // 2
+        out.append(
+            (
+                f"conv {cin}->{cout} {k}x{k} dense weight as CSR (1,{cin},{hw},{hw})",
+                {
+                    "zeroskip": lambda packed=packed, x=x, y=y, b=b, k=k, p=p: _C.spmm_conv(
+                        packed, x, y, b, 0.0, np.inf, None, (k, k), (1, 1), (p, p, p, p), (1, 1)
+                    ),
+                    "torch": lambda xt=xt, wt=wt, bt=bt, p=p: F.relu(F.conv2d(xt, wt, bt, padding=p)),
                 },
                 None,
             )
