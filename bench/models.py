@@ -26,13 +26,10 @@ import argparse
 import gc
 import importlib.util
 import json
-import os
-import platform
 import sys
 import tempfile
 import time
 import traceback
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -40,12 +37,12 @@ import numpy as np
 import onnxruntime as ort
 import torch
 import zeroskip
+from zeroskip import benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 ENGINES = ("zeroskip", "onnxruntime", "torch")
 QUICK_MODELS = ["mlp", "cnn", "bert"]
 REL_TOL = 1e-3
-ENV_VARS = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "ZEROSKIP_NUM_THREADS")
 
 
 def load_zoo() -> Any:
@@ -64,21 +61,9 @@ def load_zoo() -> Any:
 zoo = load_zoo()
 
 
-@dataclass
-class Engine:
-    name: str
-    fn: Callable[[], Any]  # one inference; returns the outputs as a list of numpy arrays
-    est: float = 0.0  # seconds per call, from the warm-up
-    burst: int = 1  # calls per engine per round
-    samples: list[float] = field(default_factory=list)
-
-    def pct(self, q: float) -> float:
-        return float(np.percentile(self.samples, q))
-
-
 def make_engines(
     name: str, path: str, feeds: dict[str, np.ndarray], threads: int, spinning: bool
-) -> list[Engine]:
+) -> list[benchmark.Engine]:
     zs = zeroskip.load(path, threads=threads)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
@@ -102,53 +87,10 @@ def make_engines(
         return [t.numpy() for t in (out if isinstance(out, tuple) else (out,))]
 
     return [
-        Engine("zeroskip", run_zeroskip),
-        Engine("onnxruntime", lambda: ref.run(None, feeds)),
-        Engine("torch", run_torch),
+        benchmark.local("zeroskip", run_zeroskip),
+        benchmark.local("onnxruntime", lambda: ref.run(None, feeds)),
+        benchmark.local("torch", run_torch),
     ]
-
-
-def rel_err(got: list[np.ndarray], ref: list[np.ndarray]) -> float:
-    worst = 0.0
-    for g, r in zip(got, ref):
-        if g.shape != r.shape:
-            return float("inf")
-        scale = float(np.max(np.abs(r))) if r.size else 0.0
-        diff = float(np.max(np.abs(g.astype(np.float64) - r))) if r.size else 0.0
-        worst = max(worst, diff / max(scale, 1e-30))
-    return worst
-
-
-def measure(
-    engines: list[Engine], budget: float, min_rounds: int, max_rounds: int, settle: float = 0.0
-) -> int:
-    """Interleaved rounds, every call timed on its own; returns the number of rounds.
-
-    `settle` seconds of sleep before each burst let the previous engine's idle worker threads stop
-    spinning (libgomp and onnxruntime both spin for a while after a parallel region); otherwise one
-    engine's spinning workers steal the core the next engine's threads need.
-    """
-    for e in engines:
-        e.burst = max(1, min(100, round(0.02 / max(e.est, 1e-9))))
-    per_round = sum(e.burst * e.est for e in engines)
-    rounds = max(min_rounds, min(max_rounds, int(budget / max(per_round, 1e-9))))
-    gc_was_on = gc.isenabled()
-    gc.disable()  # a collection inside one call would be charged to whichever engine ran it
-    try:
-        for r in range(rounds):
-            for j in range(len(engines)):
-                e = engines[(r + j) % len(engines)]
-                fn, samples = e.fn, e.samples
-                if settle:
-                    time.sleep(settle)
-                for _ in range(e.burst):
-                    t0 = time.perf_counter()
-                    fn()
-                    samples.append(time.perf_counter() - t0)
-    finally:
-        if gc_was_on:
-            gc.enable()
-    return rounds
 
 
 def run_case(
@@ -158,21 +100,20 @@ def run_case(
     t0 = time.perf_counter()
     engines = make_engines(name, path, feeds, args.threads, not args.no_ort_spinning)
     load_s = time.perf_counter() - t0  # zeroskip's load dominates: it plans and picks kernels
-    errs: dict[str, float] = {}
-    ref = engines[1].fn()
-    for e in engines:
-        out = e.fn()
-        errs[e.name] = rel_err(out, ref)
-        t = []
-        for _ in range(args.warmup):
-            t0 = time.perf_counter()
-            e.fn()
-            t.append(time.perf_counter() - t0)
-        e.est = float(np.median(t))
-    rounds = measure(engines, args.budget, args.min_rounds, args.max_rounds, args.settle)
-    ref = engines[1].fn()
+    ref = engines[1].outputs()
+    errs = {e.name: benchmark.rel_err(e.outputs(), ref) for e in engines}
+    benchmark.warm_up(engines, args.warmup)
+    rounds = benchmark.interleave(
+        engines,
+        budget=args.budget,
+        min_rounds=args.min_rounds,
+        max_rounds=args.max_rounds,
+        settle=args.settle,
+        max_burst=100,
+    )
+    ref = engines[1].outputs()
     for e in engines:  # again on a call after timing: catches results that go wrong only sometimes
-        errs[e.name] = max(errs[e.name], rel_err(e.fn(), ref))
+        errs[e.name] = max(errs[e.name], benchmark.rel_err(e.outputs(), ref))
 
     p50 = {e.name: e.pct(50) for e in engines}
     rows = []
@@ -218,35 +159,6 @@ def print_case(rows: list[dict[str, Any]]) -> None:
         f"{zs['p50_ms'] / tc['p50_ms']:>8.2f} {zs['rel_err']:>8.1e} {zs['load_s']:>6.2f}{flag}",
         flush=True,
     )
-
-
-def _loadavg() -> list[float] | None:
-    try:
-        return [round(v, 2) for v in os.getloadavg()]
-    except OSError:
-        return None
-
-
-def machine_info(threads: int) -> dict[str, Any]:
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "threads": threads,
-        "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "torch": torch.__version__,
-        "onnxruntime": ort.__version__,
-        "zeroskip": zeroskip.__version__,
-        "env": {v: os.environ.get(v) for v in ENV_VARS},
-        "loadavg": _loadavg(),
-    }
 
 
 def _csv(text: str | None, cast: Callable[[str], Any]) -> list[Any] | None:
@@ -299,7 +211,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    info = machine_info(args.threads)
+    info = benchmark.machine_info(args.threads)
     print(
         f"cpu: {info['cpu']} ({info['cores']} cores) | threads: {args.threads} per engine | torch "
         f"{info['torch']} | onnxruntime {info['onnxruntime']} | zeroskip {info['zeroskip']}"
@@ -348,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         print("FAILED:")
         for f in failures:
             print(f"  {f}")
-    info["loadavg_end"] = _loadavg()
+    info["loadavg_end"] = benchmark.loadavg()
     print(
         f"\n{len(rows) // len(ENGINES)} cases in {elapsed:.0f} s; load average at end: {info['loadavg_end']}"
     )

@@ -41,6 +41,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 import zeroskip
+from zeroskip import benchmark
 
 HERE = Path(__file__).resolve().parent
 REL_TOL = 1e-3
@@ -89,28 +90,6 @@ CASES = [
 QUICK = [CASES[0], CASES[3]]
 
 
-@dataclass
-class Engine:
-    name: str
-    burst: Callable[[int], list[float]]  # runs n calls, returns each call's seconds
-    outputs: Callable[[], list[np.ndarray]]
-    est: float = 0.0
-    samples: list[float] = field(default_factory=list)
-
-
-def _local(name: str, fn: Callable[[], list[np.ndarray]]) -> Engine:
-    def burst(n: int) -> list[float]:
-        out = []
-        pc = time.perf_counter
-        for _ in range(n):
-            t0 = pc()
-            fn()
-            out.append(pc() - t0)
-        return out
-
-    return Engine(name, burst, fn)
-
-
 class DeepSparse:
     """The worker process (one per case: DeepSparse keeps one engine per process alive)."""
 
@@ -137,7 +116,7 @@ class DeepSparse:
             raise RuntimeError(reply.get("error", "DeepSparse failed"))
         return reply
 
-    def engine(self, path: str, feeds: dict[str, np.ndarray], threads: int, tmp: str) -> Engine:
+    def engine(self, path: str, feeds: dict[str, np.ndarray], threads: int, tmp: str) -> benchmark.Engine:
         npz = os.path.join(tmp, "feeds.npz")
         np.savez(npz, *feeds.values())
         self.ask(op="load", model=path, inputs=npz, threads=threads)
@@ -146,7 +125,7 @@ class DeepSparse:
             data = np.load(self.ask(op="outputs")["npz"])
             return [data[k] for k in data.files]
 
-        return Engine("deepsparse", lambda n: self.ask(op="run", calls=n)["seconds"], outputs)
+        return benchmark.Engine("deepsparse", lambda n: self.ask(op="run", calls=n)["seconds"], outputs)
 
     def close(self) -> None:
         with contextlib.suppress(RuntimeError, BrokenPipeError, ValueError):
@@ -187,14 +166,13 @@ def run_case(case: Case, args: argparse.Namespace, folder: Path, tmp: str) -> di
         return run
 
     engines = [
-        _local("zeroskip", zs_run(zs)),
-        _local("zs-dense", zs_run(zd)),
-        _local("onnxruntime", lambda: ref.run(None, feeds)),
+        benchmark.local("zeroskip", zs_run(zs)),
+        benchmark.local("zs-dense", zs_run(zd)),
+        benchmark.local("onnxruntime", lambda: ref.run(None, feeds)),
     ]
     want = ref.run(None, feeds)
-    errs = {e.name: models_bench.rel_err(e.outputs(), want) for e in engines}
-    for e in engines:
-        e.est = float(np.median(e.burst(args.warmup)))
+    errs = {e.name: benchmark.rel_err(e.outputs(), want) for e in engines}
+    benchmark.warm_up(engines, args.warmup)
     # DeepSparse's idle workers keep spinning while its process lives, slowing whatever runs beside it:
     # it runs in phases of its own (a fresh worker each, gone before the others run again), alternating
     # with phases of the interleaved local engines.
@@ -202,17 +180,26 @@ def run_case(case: Case, args: argparse.Namespace, folder: Path, tmp: str) -> di
     ds_err = None
     phases = args.phases if args.deepsparse else 1
     for _ in range(phases):
-        _interleave(engines, args, args.budget / phases)
+        # A fresh random order each round (a rotation would always put one engine after the same other
+        # one, paying for its still-spinning workers); each phase its own order.
+        benchmark.interleave(
+            engines,
+            budget=args.budget / phases,
+            min_rounds=args.min_rounds,
+            max_rounds=1000,
+            settle=args.settle,
+            seed=len(engines[0].samples),
+        )
         if args.deepsparse:
             got = _deepsparse_phase(case, args, path, feeds, tmp, args.budget / phases)
             if got is not None:
                 ds_samples.extend(got[0])
-                ds_err = max(ds_err or 0.0, models_bench.rel_err(got[1], want))
+                ds_err = max(ds_err or 0.0, benchmark.rel_err(got[1], want))
     want = ref.run(None, feeds)
     for e in engines:
-        errs[e.name] = max(errs[e.name], models_bench.rel_err(e.outputs(), want))
+        errs[e.name] = max(errs[e.name], benchmark.rel_err(e.outputs(), want))
     if ds_samples:
-        ds = Engine("deepsparse", lambda n: [], lambda: [], samples=ds_samples)
+        ds = benchmark.Engine("deepsparse", lambda n: [], lambda: [], samples=ds_samples)
         engines.append(ds)
         errs["deepsparse"] = ds_err if ds_err is not None else float("nan")
     p50 = {e.name: float(np.percentile(e.samples, 50)) for e in engines}
@@ -238,24 +225,6 @@ def run_case(case: Case, args: argparse.Namespace, folder: Path, tmp: str) -> di
                 {"ratio": f"{num}/{den}", "value": ratio, "target": f"{op} {bound}", "met": ok}
             )
     return row
-
-
-def _interleave(engines: list[Engine], args: argparse.Namespace, budget: float) -> None:
-    bursts = {e.name: max(1, min(50, round(0.02 / max(e.est, 1e-9)))) for e in engines}
-    per_round = sum(bursts[e.name] * e.est for e in engines)
-    rounds = max(args.min_rounds, min(1000, int(budget / max(per_round, 1e-9))))
-    # A fresh random order each round: with a rotation, one engine would always follow the same other
-    # one and pay for its still-spinning workers (onnxruntime's spin well past a short sleep).
-    order = np.random.default_rng(len(engines[0].samples))
-    gc.disable()
-    try:
-        for _ in range(rounds):
-            for j in order.permutation(len(engines)):
-                e = engines[j]
-                time.sleep(args.settle)
-                e.samples.extend(e.burst(bursts[e.name]))
-    finally:
-        gc.enable()
 
 
 def _deepsparse_phase(
@@ -326,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.budget is None:
         args.budget = 0.5 if args.quick else 4.0
     torch.set_num_threads(args.threads)
-    info = models_bench.machine_info(args.threads)
+    info = benchmark.machine_info(args.threads)
     print(
         f"cpu: {info['cpu']} | threads {args.threads} | onnxruntime {info['onnxruntime']} | deepsparse: "
         f"{args.deepsparse or 'not given (--deepsparse PYTHON)'}"

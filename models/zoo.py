@@ -237,10 +237,15 @@ class Bert(nn.Module):
     """A BERT-style encoder: by default 2 layers, hidden 128, 4 heads, FFN 512 (erf GELU), tanh pooler."""
 
     def __init__(
-        self, hidden: int = HIDDEN, heads: int = HEADS, ffn: int = FFN, layers: int = LAYERS
+        self,
+        hidden: int = HIDDEN,
+        heads: int = HEADS,
+        ffn: int = FFN,
+        layers: int = LAYERS,
+        vocab: int = VOCAB,
     ) -> None:
         super().__init__()
-        self.word = nn.Embedding(VOCAB, hidden)
+        self.word = nn.Embedding(vocab, hidden)
         self.position = nn.Embedding(MAX_POSITIONS, hidden)
         self.token_type = nn.Embedding(2, hidden)
         self.norm = nn.LayerNorm(hidden, eps=1e-12)

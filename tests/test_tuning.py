@@ -434,11 +434,12 @@ def test_inspect_prints_the_report(tmp_path: Path, capsys: pytest.CaptureFixture
 
 def test_inspect_token_inputs_are_in_range(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from zeroskip import cli
+    from zeroskip import feeds as feeds_mod
 
     zoo = _zoo()
     path, _ = zoo.export("bert", tmp_path / "bert.onnx")
     s = zeroskip.load(path, options={"cache": False})
-    feeds = cli.sample_feeds(s, batch=2, seq=9)
+    feeds = feeds_mod.sample_feeds(s, batch=2, seq=9)
     assert feeds["input_ids"].shape == (2, 9)
     assert feeds["input_ids"].min() >= 0
     assert feeds["input_ids"].max() < zoo.VOCAB

@@ -163,8 +163,11 @@ class Program:
         *,
         min_buffer_bytes: int = 64 << 10,
         tuner: Tuner | None = None,
+        reference: bool = False,
     ):
         self.graph = g
+        # Every op on its generic torch function: no op specialises itself, no kernel is tuned.
+        self.reference = reference
         # Chooses among the paths weight-bearing ops offer (dense, sparse formats), per signature.
         self.tuner = tuner if tuner is not None else Tuner()
         # Outputs smaller than this are left to the allocator: a small malloc costs less than the
@@ -212,6 +215,26 @@ class Program:
             self.output_ids.append(vid)
         self._plans: OrderedDict[tuple[Any, ...], Plan] = OrderedDict()
         self._lock = threading.Lock()
+
+    def replace_constant(self, name: str, values: np.ndarray) -> None:
+        """Overwrite constant `name` in place (same shape and dtype). Only on a reference program: there
+        no op keeps a converted copy of its weights. Plans that folded a value computed from it are
+        dropped (the next run plans again)."""
+        if not self.reference:
+            raise InputError("constants can be replaced only when loaded with options={'reference': True}")
+        vid = next((i for i, v in enumerate(self.values) if v.name == name and i in self.consts), None)
+        if vid is None:
+            raise InputError(f"the model has no constant named '{name}'")
+        old, new = self.consts[vid], _to_torch(np.ascontiguousarray(values))
+        if new.shape != old.shape or new.dtype != old.dtype:
+            raise InputError(
+                f"constant '{name}' is {old.dtype} {list(old.shape)}; got {new.dtype} {list(new.shape)}"
+            )
+        readers = {y for st in self.steps if vid in st.inputs for y in st.outputs if y is not None}
+        with self._lock:
+            old.copy_(new)
+            for key in [k for k, p in self._plans.items() if readers & p.folded]:
+                del self._plans[key]
 
     def _vid(self, v: Value) -> int:
         vid = self._ids.get(id(v))
@@ -314,7 +337,7 @@ def _prepared(st: Step, sig: _Signature, prog: Program, known: Mapping[int, torc
     """The op's own specialisation for this signature, if it has one (see ops.register); when the op
     offers several paths (an `Offer`), the one the tuner measures fastest."""
     d = st.opdef
-    if d.prepare is None or st.fn is not d.fn:
+    if d.prepare is None or st.fn is not d.fn or prog.reference:
         return None
     shapes, consts = [], []
     for v in st.inputs:
@@ -345,6 +368,7 @@ class Plan:
     def __init__(self, prog: Program, sig: _Signature):
         self.prog = prog
         known = sig.known
+        self.folded = frozenset(known)  # values this plan computed once, at plan time
         ns: dict[str, Any] = {"_py": _py}
         lines = ["def _plan(feeds):"]
         line_step: dict[int, Step] = {}

@@ -62,6 +62,8 @@ def load(
       cache: True (default), False (measure every time, keep nothing), or a directory
       progress: show a progress line while tuning (default: when stderr is a terminal)
       optimize: run the graph passes (default True); min_buffer_bytes: smallest pooled buffer
+      reference: every op on its plain torch function, no graph passes, no zeroskip kernels (default
+        False): the baseline `zeroskip bench` calls "torch", and a check when a result looks wrong
     """
     return Session(model, device=device, threads=threads, options=options, sample_inputs=sample_inputs)
 
@@ -85,7 +87,7 @@ class Session:
         if device not in _DEVICES:
             raise InputError(f"device '{device}' is not available; choose one of {list(_DEVICES)}")
         self.options = dict(options or {})
-        known = {"optimize", "min_buffer_bytes", "sparse", "cache", "progress"}
+        known = {"optimize", "min_buffer_bytes", "sparse", "cache", "progress", "reference"}
         unknown = sorted(set(self.options) - known)
         if unknown:
             raise InputError(f"unknown option(s) {unknown}; known: {sorted(known)}")
@@ -104,7 +106,8 @@ class Session:
         self._torch = torch
         proto = read_model(model)
         graph = to_graph(proto)
-        self.stats = optimize(graph) if self.options.get("optimize", True) else {}
+        reference = bool(self.options.get("reference", False))
+        self.stats = optimize(graph) if self.options.get("optimize", not reference) else {}
         self.graph = graph
         cache_opt = self.options.get("cache", True)
         if cache_opt is True:
@@ -120,7 +123,10 @@ class Session:
             str(self.options.get("sparse", "auto")), cache, None if progress is None else bool(progress)
         )
         self.program = Program(
-            graph, min_buffer_bytes=int(self.options.get("min_buffer_bytes", 64 << 10)), tuner=tuner
+            graph,
+            min_buffer_bytes=int(self.options.get("min_buffer_bytes", 64 << 10)),
+            tuner=tuner,
+            reference=reference,
         )
         self.inputs = [_info(v) for v in graph.inputs]
         self.outputs = [_info(v) for v in graph.outputs]
