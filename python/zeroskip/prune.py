@@ -192,6 +192,7 @@ def sparsegpt(
     block: int = 128,
     damp: float = 0.01,
     cross: object | None = None,
+    refit: int = 20,
 ) -> np.ndarray:
     """SparseGPT on one (outputs x reduction) weight with H = X^T X of its calibration inputs (k x k).
 
@@ -203,7 +204,12 @@ def sparsegpt(
     `cross` (k x k, X'^T X) corrects for the layers pruned before this one: H is then X'^T X' of the
     inputs the pruned model gives this layer, X the dense model's, and the weight is first moved to the
     one that best maps X' to the dense output X w (ridge towards w, with the same damping), so the
-    pruned layer also makes up for the error it receives."""
+    pruned layer also makes up for the error it receives.
+
+    `refit` > 0: once the mask is fixed, the kept weights of every row are solved for exactly (least
+    squares on the calibration inputs, same damping) by that many conjugate-gradient steps at most,
+    starting from SparseGPT's own update, which only corrects the columns to the right of each pruned
+    one."""
     p = parse_pattern(pattern)
     if p.kind == "block":
         raise FormatError("SparseGPT prunes unstructured or N:M patterns; use wanda or magnitude for blocks")
@@ -220,13 +226,14 @@ def sparsegpt(
     dead = np.diag(h) == 0
     h[dead, dead] = 1.0
     wt[:, dead] = 0.0
+    lam = damp * (float(np.mean(np.diag(h))) or 1.0)
     if cross is not None:
         c = np.asarray(cross, dtype=np.float64)
         if c.shape != (k, k):
             raise FormatError(f"cross term of shape {c.shape} for a weight with {k} reduction columns")
-        lam = damp * (float(np.mean(np.diag(h))) or 1.0)
         wt = np.linalg.solve(h + lam * np.eye(k), c @ wt.T + lam * wt.T).T
         wt[:, dead] = 0.0
+    target = wt.copy()
     u = _inverse_cholesky(h, damp)
     for i1 in range(0, k, block):
         i2 = min(i1 + block, k)
@@ -250,4 +257,28 @@ def sparsegpt(
             err1[:, i] = e
         wt[:, i1:i2] = w1
         wt[:, i2:] -= err1 @ u[i1:i2, i2:]
+    if refit > 0:
+        wt = _refit(wt, target, h + lam * np.eye(k), refit)
     return wt.astype(np.float32)
+
+
+def _refit(x: np.ndarray, target: np.ndarray, a: np.ndarray, steps: int, tol: float = 1e-6) -> np.ndarray:
+    """Per row r: minimise (x_r - t_r)^T A (x_r - t_r) over the entries nonzero in x_r (A symmetric
+    positive definite), by conjugate gradients on all rows at once, starting from x."""
+    mask = x != 0
+    x = x.copy()
+    r = mask * ((target - x) @ a)
+    p = r.copy()
+    rs = (r * r).sum(axis=1)
+    stop = tol**2 * max(float(rs.max()), 1e-300)
+    for _ in range(steps):
+        if float(rs.max()) <= stop:
+            break
+        ap = mask * (p @ a)
+        alpha = rs / np.maximum((p * ap).sum(axis=1), 1e-300)
+        x += alpha[:, None] * p
+        r -= alpha[:, None] * ap
+        rs_new = (r * r).sum(axis=1)
+        p = r + (rs_new / np.maximum(rs, 1e-300))[:, None] * p
+        rs = rs_new
+    return np.where(mask, x, 0.0)

@@ -9,8 +9,8 @@ against node and weight names.
 
 Methods: "magnitude" needs no data; "wanda" and "sparsegpt" need calibration inputs (by input name, the
 first dim the sample dim). They run layer by layer in graph order: the inputs of each layer are
-collected from the model with the layers before it already pruned (as SparseGPT does), by running it
-on zeroskip's reference path with those tensors added as outputs.
+collected from the model with the layers before it already pruned (as SparseGPT does), running it step
+by step on zeroskip's reference path, so the calibration set passes through the model once.
 """
 
 from __future__ import annotations
@@ -162,7 +162,7 @@ def _rows(x: np.ndarray, layer: Layer) -> np.ndarray:
     if layer.layout != "conv":
         if layer.conv.get("transA"):
             x = x.T
-        return x.reshape(-1, layer.shape[1]).astype(np.float64)
+        return np.ascontiguousarray(x.reshape(-1, layer.shape[1]), dtype=np.float32)
     import torch
     import torch.nn.functional as F
 
@@ -177,7 +177,7 @@ def _rows(x: np.ndarray, layer: Layer) -> np.ndarray:
     if any(c["pads"]):
         t = F.pad(t, (left, right, top, bottom))
     cols = F.unfold(t, c["kernel"], dilation=c["dilations"], stride=c["strides"])  # B x (I kh kw) x L
-    return cols.transpose(1, 2).reshape(-1, layer.shape[1]).double().numpy()
+    return cols.transpose(1, 2).reshape(-1, layer.shape[1]).contiguous().numpy()
 
 
 def _calibration_rows(xs: Sequence[np.ndarray], layer: Layer) -> list[np.ndarray]:
@@ -187,6 +187,18 @@ def _calibration_rows(xs: Sequence[np.ndarray], layer: Layer) -> list[np.ndarray
         raise
     except Exception as e:
         raise ModelError(f"node '{layer.node}': cannot use its calibration input '{layer.act}': {e}") from e
+
+
+def _statistics(method: str, xs: Sequence[np.ndarray], xd: Sequence[np.ndarray], layer: Layer) -> Any:
+    """Wanda: the input column norms. SparseGPT: (H, C) = (X'^T X', X'^T X) / rows, X' the inputs
+    the pruned model gives the layer, X the dense model's. Products in float32, sums in float64."""
+    rows = _calibration_rows(xs, layer)
+    if method == "wanda":
+        return np.sqrt(sum((x.astype(np.float64) ** 2).sum(axis=0) for x in rows))
+    n = max(1, sum(x.shape[0] for x in rows))
+    h = sum((x.T @ x).astype(np.float64) for x in rows) / n
+    cross = sum((x.T @ y).astype(np.float64) for x, y in zip(rows, _calibration_rows(xd, layer))) / n
+    return h, cross
 
 
 def _chunks(
@@ -201,52 +213,38 @@ def _chunks(
 
 
 class _Probe:
-    """The model with every calibration tensor added as an output; weights replaced as pruning goes."""
+    """The model on zeroskip's reference path, run step by step on each calibration batch: a layer's
+    input is read when the steps before it have run, with the weights pruned so far (overwritten in
+    place as pruning goes), so the whole calibration set passes through the model once."""
 
-    def __init__(self, proto: Any, acts: Sequence[str], threads: int | None):
-        import onnx
-        from onnx import shape_inference
+    def __init__(
+        self,
+        model: Any,
+        feeds: Mapping[str, np.ndarray] | Sequence[Mapping[str, np.ndarray]],
+        batch: int,
+        threads: int | None,
+    ):
+        import torch
 
-        self.proto = onnx.ModelProto()
-        self.proto.CopyFrom(proto)
-        g = self.proto.graph
-        have = {o.name for o in g.output} | {i.name for i in g.input}
-        try:
-            inferred = {vi.name: vi for vi in shape_inference.infer_shapes(self.proto).graph.value_info}
-        except Exception:
-            inferred = {}
-        self.inputs = {i.name for i in g.input}
-        for a in acts:
-            if a in have:
-                continue
-            vi = inferred.get(a)
-            if vi is None or not vi.type.tensor_type.HasField("shape"):
-                raise ModelError(
-                    f"tensor '{a}': its shape cannot be inferred, so its calibration values cannot be "
-                    "collected; use --method magnitude or --skip the nodes that read it"
-                )
-            g.output.append(vi)
         from zeroskip.session import load
 
-        # One session on the reference path (no op keeps a converted copy of a weight), whose weights
-        # are overwritten in place as the layers before are pruned.
         self.session = load(
-            self.proto, threads=threads, options={"reference": True, "cache": False, "progress": False}
+            model, threads=threads, options={"reference": True, "cache": False, "progress": False}
         )
+        names = [i.name for i in self.session.inputs]
+        self.steppers = []
+        for chunk in _chunks(feeds, batch):
+            missing = [n for n in names if n not in chunk]
+            if missing:
+                raise InputError(f"calibration inputs lack {missing}; the model takes {names}")
+            tensors = [torch.from_numpy(np.ascontiguousarray(chunk[n])) for n in names]
+            self.steppers.append(self.session.program.stepper(tensors))
 
     def set(self, name: str, arr: np.ndarray) -> None:
         self.session.program.replace_constant(name, arr)
 
-    def run(
-        self, feeds: Mapping[str, np.ndarray], wanted: Sequence[str], batch: int
-    ) -> dict[str, list[np.ndarray]]:
-        got: dict[str, list[np.ndarray]] = {w: [] for w in wanted}
-        need = [w for w in wanted if w not in self.inputs]
-        for chunk in _chunks(feeds, batch):
-            out = self.session.run(chunk) if need else {}
-            for w in wanted:
-                got[w].append(np.asarray(chunk[w] if w in self.inputs else out[w]))
-        return got
+    def values(self, name: str) -> list[np.ndarray]:
+        return [st.value(name).numpy() for st in self.steppers]
 
 
 def sparsify(
@@ -257,14 +255,16 @@ def sparsify(
     method: str = "magnitude",
     ops: Sequence[str] = OPS,
     skip: Sequence[str] = (),
-    calib: Mapping[str, np.ndarray] | None = None,
-    calib_batch: int = 16,
+    calib: Mapping[str, np.ndarray] | Sequence[Mapping[str, np.ndarray]] | None = None,
+    calib_batch: int = 64,
+    damp: float = 0.1,
     sparse_initializers: bool = False,
     threads: int | None = None,
     progress: bool = False,
 ) -> Result:
     """Prune `model` (path, bytes or ModelProto; not changed) and return the pruned ModelProto with a
-    per-layer report. `calib` is required for "wanda" and "sparsegpt". With `sparse_initializers` the
+    per-layer report. `calib` is required for "wanda" and "sparsegpt". `damp` is SparseGPT's dampening
+    (a fraction of the mean diagonal of H added to it; 0.1 measured best on MiniLM, see models/). With `sparse_initializers` the
     pruned weights are stored as ONNX sparse_initializers (COO) instead of dense tensors."""
     import onnx
     from onnx import numpy_helper
@@ -293,21 +293,17 @@ def sparsify(
     todo = [r for r in layers if r.skipped is None]
     inits = {t.name: t for t in out.graph.initializer}
 
-    acts = list(dict.fromkeys(r.act for r in todo))
-    probe = _Probe(src, acts, threads) if method != "magnitude" else None
+    probe = _Probe(src, calib, calib_batch, threads) if method != "magnitude" and calib else None
     # SparseGPT also sees what the dense model gives each layer, to correct the error from before it.
-    dense_probe = _Probe(src, acts, threads) if method == "sparsegpt" else None
+    dense_probe = _Probe(src, calib, calib_batch, threads) if method == "sparsegpt" and calib else None
     groups: dict[str, list[Layer]] = {}
     for r in todo:
         groups.setdefault(r.act, []).append(r)
     done = 0
     for act, members in groups.items():
-        xs = probe.run(calib, [act], calib_batch)[act] if probe is not None and calib is not None else []
-        xd = (
-            dense_probe.run(calib, [act], calib_batch)[act]
-            if dense_probe is not None and calib is not None
-            else []
-        )
+        xs = probe.values(act) if probe is not None else []
+        xd = dense_probe.values(act) if dense_probe is not None else []
+        stats: dict[Any, Any] = {}  # per way of reading the input (q, k and v share theirs)
         for r in members:
             arr = numpy_helper.to_array(inits[r.weight])
             w = _matrix(arr, r)
@@ -315,16 +311,14 @@ def sparsify(
                 if method == "magnitude":
                     pruned = prune.select(w, pat, sparsity)
                 else:
-                    rows = _calibration_rows(xs, r)
+                    key = (r.layout, repr(sorted(r.conv.items())))
+                    if key not in stats:
+                        stats[key] = _statistics(method, xs, xd, r)
                     if method == "wanda":
-                        norms = np.sqrt(sum((x**2).sum(axis=0) for x in rows))
-                        pruned = prune.wanda(w, norms, pat, sparsity)
+                        pruned = prune.wanda(w, stats[key], pat, sparsity)
                     else:
-                        n = max(1, sum(x.shape[0] for x in rows))
-                        h = sum(x.T @ x for x in rows) / n
-                        dense_rows = _calibration_rows(xd, r)
-                        cross = sum(x.T @ y for x, y in zip(rows, dense_rows)) / n
-                        pruned = prune.sparsegpt(w, h, pat, sparsity, cross=cross)
+                        h, cross = stats[key]
+                        pruned = prune.sparsegpt(w, h, pat, sparsity, cross=cross, damp=damp)
             except FormatError as e:
                 raise ModelError(f"node '{r.node}' (weight '{r.weight}'): {e}") from e
             new = _unmatrix(pruned, r, arr.shape)
