@@ -100,20 +100,16 @@ def run_case(
     t0 = time.perf_counter()
     engines = make_engines(name, path, feeds, args.threads, not args.no_ort_spinning)
     load_s = time.perf_counter() - t0  # zeroskip's load dominates: it plans and picks kernels
-    ref = engines[1].outputs()
-    errs = {e.name: benchmark.rel_err(e.outputs(), ref) for e in engines}
-    benchmark.warm_up(engines, args.warmup)
-    rounds = benchmark.interleave(
+    errs, rounds = benchmark.measure(
         engines,
+        engines[1],  # onnxruntime
+        args.warmup,
         budget=args.budget,
         min_rounds=args.min_rounds,
         max_rounds=args.max_rounds,
         settle=args.settle,
         max_burst=100,
     )
-    ref = engines[1].outputs()
-    for e in engines:  # again on a call after timing: catches results that go wrong only sometimes
-        errs[e.name] = max(errs[e.name], benchmark.rel_err(e.outputs(), ref))
 
     p50 = {e.name: e.pct(50) for e in engines}
     rows = []

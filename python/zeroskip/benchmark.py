@@ -19,7 +19,17 @@ from typing import Any, Callable
 
 import numpy as np
 
-__all__ = ["Engine", "interleave", "loadavg", "local", "machine_info", "rel_err", "summary", "warm_up"]
+__all__ = [
+    "Engine",
+    "interleave",
+    "loadavg",
+    "local",
+    "machine_info",
+    "measure",
+    "rel_err",
+    "summary",
+    "warm_up",
+]
 
 
 @dataclass
@@ -92,6 +102,23 @@ def interleave(
         if gc_was_on:
             gc.enable()
     return rounds
+
+
+def measure(
+    engines: Sequence[Engine], reference: Engine, warmup: int = 5, **timing: Any
+) -> tuple[dict[str, float], int]:
+    """Check every engine's outputs against `reference`'s, warm up, time interleaved (`timing` goes to
+    `interleave`), and check again (catches results that go wrong only sometimes). Returns (max
+    relative error per engine, rounds)."""
+    want = reference.outputs()
+    errs = {e.name: rel_err(e.outputs(), want) for e in engines}
+    warm_up(engines, warmup)
+    rounds = interleave(engines, **timing)
+    want = reference.outputs()
+    for e in engines:
+        errs[e.name] = max(errs[e.name], rel_err(e.outputs(), want))
+    errs[reference.name] = 0.0
+    return errs, rounds
 
 
 def summary(e: Engine, batch: int = 1) -> dict[str, Any]:

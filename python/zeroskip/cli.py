@@ -121,21 +121,16 @@ def _time_engines(engines: list[Any], args: argparse.Namespace) -> tuple[dict[st
 
     by = {e.name: e for e in engines}
     ref = by.get("onnxruntime") or by.get("torch") or engines[0]
-    want = ref.outputs()
-    errs = {e.name: benchmark.rel_err(e.outputs(), want) for e in engines}
-    benchmark.warm_up(engines, args.warmup)
-    rounds = benchmark.interleave(
+    errs, rounds = benchmark.measure(
         engines,
+        ref,
+        args.warmup,
         budget=args.time,
         calls=args.iterations,
         min_rounds=3,
         settle=args.settle,
         seed=args.seed,
     )
-    want = ref.outputs()
-    for e in engines:  # again after timing: catches results that go wrong only sometimes
-        errs[e.name] = max(errs[e.name], benchmark.rel_err(e.outputs(), want))
-    errs[ref.name] = 0.0
     print(f"(outputs compared with {ref.name}'s)")
     return errs, rounds
 

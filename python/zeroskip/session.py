@@ -175,6 +175,11 @@ class Session:
 
     __call__ = run
 
+    def stepper(self, feeds: Mapping[str, Any]) -> Any:
+        """The model run step by step on `feeds` (checked as `run` checks them), for tools that read
+        values inside it: `.value(name)` runs steps until that value is computed (see plan.Stepper)."""
+        return self.program.stepper(self._feeds(feeds))
+
     def _fast_feeds(self, feeds: Any) -> tuple[list[Any] | None, Any]:
         """The common case, checked cheaply: C-contiguous numpy arrays of the expected dtypes and
         fixed dims. Returns (None, None) for anything else, which `_feeds` then checks in full."""
