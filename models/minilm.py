@@ -12,7 +12,8 @@ with inputs `input_ids`, `attention_mask` (int64 [batch, seq]) and output `sente
 
 Files written:
 - `minilm.onnx`: the dense encoder;
-- `minilm-calib.npz`: CALIBRATION sentences, tokenized (what `zeroskip sparsify --calib` takes);
+- `minilm-calib.npz`: CALIBRATION sentences, tokenized in groups of equal length, no padding (what
+  `zeroskip sparsify --calib` takes: `input_ids.0`, `attention_mask.0`, `input_ids.1`, ...);
 - `minilm-eval.npz`: EVAL sentences, tokenized (16+ real sentences, none of them in the calibration set);
 - variants (unless --no-variants): 2:4 by SparseGPT, Wanda and magnitude, and 90% unstructured magnitude,
   each with the mean cosine similarity of its embeddings to the dense ones on EVAL.
@@ -229,7 +230,9 @@ def main(argv: list[str] | None = None) -> int:
 
     out = Path(args.out)
     dense = export(out / "minilm.onnx")
-    np.savez(out / "minilm-calib.npz", **tokenize(CALIBRATION))
+    # Grouped by token count (input_ids.0, attention_mask.0, ...): no padding in the calibration.
+    groups = tokenize_by_length(CALIBRATION)
+    np.savez(out / "minilm-calib.npz", **{f"{k}.{i}": v for i, g in enumerate(groups) for k, v in g.items()})
     np.savez(out / "minilm-eval.npz", **tokenize(EVAL))
     print(f"wrote {dense}, {out / 'minilm-calib.npz'}, {out / 'minilm-eval.npz'}")
     if args.no_variants:

@@ -188,7 +188,7 @@ def test_sparsify_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert len(onnx.load(str(out2)).graph.sparse_initializer) == len(pruned) + 1
 
 
-def test_npz_by_position_and_mismatch(tmp_path: Path) -> None:
+def test_npz_by_name_position_and_groups_and_mismatch(tmp_path: Path) -> None:
     from zeroskip.errors import InputError
     from zeroskip.feeds import load_npz
 
@@ -197,9 +197,24 @@ def test_npz_by_position_and_mismatch(tmp_path: Path) -> None:
     s = zeroskip.load(path, options={"reference": True, "cache": False})
     f = zoo.sample_inputs("bert", 3, 5)
     np.savez(tmp_path / "pos.npz", *f.values())
-    got = load_npz(tmp_path / "pos.npz", s)
+    (got,) = load_npz(tmp_path / "pos.npz", s)
     for k in f:
         np.testing.assert_array_equal(got[k], f[k])
+    np.savez(tmp_path / "name.npz", **f)
+    (got,) = load_npz(tmp_path / "name.npz", s)
+    assert list(got) == list(f)
+    # groups of other shapes: NAME.0, NAME.1, ...
+    g = zoo.sample_inputs("bert", 2, 9)
+    np.savez(
+        tmp_path / "groups.npz", **{f"{k}.0": v for k, v in f.items()}, **{f"{k}.1": v for k, v in g.items()}
+    )
+    got = load_npz(tmp_path / "groups.npz", s)
+    assert [x["input_ids"].shape for x in got] == [(3, 5), (2, 9)]
+    np.savez(
+        tmp_path / "partial.npz", **{f"{k}.0": v for k, v in f.items()}, **{"input_ids.1": g["input_ids"]}
+    )
+    with pytest.raises(InputError, match=r"input_ids\.1"):
+        load_npz(tmp_path / "partial.npz", s)
     np.savez(tmp_path / "bad.npz", x=np.zeros((3, 5)))
     with pytest.raises(InputError, match="input_ids"):
         load_npz(tmp_path / "bad.npz", s)

@@ -270,8 +270,9 @@ def _sparsify(args: argparse.Namespace) -> int:
 
     probe = load(args.model, threads=args.threads, options={"reference": True, "cache": False})
     if args.calib:
-        calib = load_npz(args.calib, probe)
-        where = f"the {next(iter(calib.values())).shape[0]} samples of {args.calib}"
+        calib: Any = load_npz(args.calib, probe)
+        count = sum(next(iter(g.values())).shape[0] for g in calib)
+        where = f"the {count} samples of {args.calib}"
     else:
         calib = sample_feeds(probe, args.calib_samples, args.seq, dict(args.shape or []), seed=args.seed)
         where = (
@@ -433,7 +434,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Prunes the constant weights of MatMul, Gemm and group-1 Conv nodes and writes a "
         "valid ONNX model; prints per-layer sparsity and the output drift against the dense model on "
         "the calibration inputs. wanda and sparsegpt are one-shot methods that need calibration "
-        "inputs: an .npz (--calib) with one array per model input, the first dim the samples, or "
+        "inputs: an .npz (--calib) with one array per model input, the first dim the samples (or groups "
+        "NAME.0, NAME.1, ... of other shapes, e.g. one per sequence length), or "
         "generated in-range inputs.",
     )
     spz.add_argument("model", help="an .onnx file")

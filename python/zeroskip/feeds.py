@@ -73,9 +73,11 @@ def sample_feeds(
     return feeds
 
 
-def load_npz(path: str | os.PathLike[str], session: Any) -> dict[str, np.ndarray]:
-    """Arrays for `session`'s inputs from an .npz: by input name, or (arr_0, arr_1, ...) in input order.
-    The first dim of every array is the sample (batch) dim."""
+def load_npz(path: str | os.PathLike[str], session: Any) -> list[dict[str, np.ndarray]]:
+    """Groups of arrays for `session`'s inputs from an .npz. One group: the arrays by input name, or
+    (arr_0, arr_1, ...) in input order. Several groups (inputs of different shapes, e.g. one group per
+    sequence length, so nothing is padded): NAME.0, NAME.1, ... for every input NAME. The first dim
+    of every array is the sample (batch) dim; it must agree within a group."""
     names = [i.name for i in session.inputs]
     try:
         with np.load(path, allow_pickle=False) as data:
@@ -83,22 +85,35 @@ def load_npz(path: str | os.PathLike[str], session: Any) -> dict[str, np.ndarray
     except (OSError, ValueError) as e:
         raise InputError(f"cannot read '{path}' as an .npz of input arrays: {e}") from e
     if set(names) <= set(arrays):
-        feeds = {n: arrays[n] for n in names}
+        groups = [{n: arrays[n] for n in names}]
     elif len(arrays) == len(names) and all(f"arr_{i}" in arrays for i in range(len(names))):
-        feeds = {n: arrays[f"arr_{i}"] for i, n in enumerate(names)}
+        groups = [{n: arrays[f"arr_{i}"] for i, n in enumerate(names)}]
+    elif names and f"{names[0]}.0" in arrays:
+        groups = []
+        while all(f"{n}.{len(groups)}" in arrays for n in names):
+            groups.append({n: arrays[f"{n}.{len(groups)}"] for n in names})
+        used = {f"{n}.{k}" for n in names for k in range(len(groups))}
+        if set(arrays) - used:
+            raise InputError(
+                f"'{path}': arrays {sorted(set(arrays) - used)[:4]} do not fit the groups NAME.0, "
+                f"NAME.1, ... of the model's inputs {names}"
+            )
     else:
         raise InputError(
             f"'{path}' holds {sorted(arrays)}; the model takes {names}: save the arrays under those names"
         )
-    sizes = {v.shape[0] if v.ndim else None for v in feeds.values()}
-    if len(sizes) != 1 or None in sizes:
-        raise InputError(
-            f"'{path}': every array needs the same first (sample) dim, got {sorted(map(str, sizes))}"
-        )
-    for info in session.inputs:
-        a = feeds[info.name]
-        if info.dtype is not None and a.dtype != info.dtype:
-            if a.dtype.kind != info.dtype.kind and not (a.dtype.kind in "iu" and info.dtype.kind in "iu"):
-                raise InputError(f"'{path}': input '{info.name}' is {a.dtype}, the model wants {info.dtype}")
-            feeds[info.name] = a.astype(info.dtype)
-    return feeds
+    for feeds in groups:
+        sizes = {v.shape[0] if v.ndim else None for v in feeds.values()}
+        if len(sizes) != 1 or None in sizes:
+            raise InputError(
+                f"'{path}': every array needs the same first (sample) dim, got {sorted(map(str, sizes))}"
+            )
+        for info in session.inputs:
+            a = feeds[info.name]
+            if info.dtype is not None and a.dtype != info.dtype:
+                if a.dtype.kind != info.dtype.kind and not (a.dtype.kind in "iu" and info.dtype.kind in "iu"):
+                    raise InputError(
+                        f"'{path}': input '{info.name}' is {a.dtype}, the model wants {info.dtype}"
+                    )
+                feeds[info.name] = a.astype(info.dtype)
+    return groups
