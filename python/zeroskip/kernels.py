@@ -83,6 +83,13 @@ def pack(a: CSR | BSR | NM) -> Any:
     p = _packed.get(a)
     if p is not None:
         return p
+    # The binding would cast float index arrays to integers (truncating): refuse them here.
+    for field in ("indices", "indptr", "meta"):
+        arr = getattr(a, field, None)
+        if arr is not None and arr.dtype.kind not in "iu":
+            raise FormatError(
+                f"{type(a).__name__} {a.shape}: {field} has dtype {arr.dtype}, not an integer type"
+            )
     try:
         if isinstance(a, CSR):
             p = _C.PackedCsr(a.shape[0], a.shape[1], a.values, a.indices, a.indptr)

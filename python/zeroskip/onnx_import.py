@@ -49,11 +49,24 @@ def read_model(model: Any) -> Any:
         raise ModelError(
             f"{where} keeps tensors in external files; load it from its path so they can be found"
         )
+    # zeroskip's own checks of sparse initializers first: their messages name the initializer.
+    for st in proto.graph.sparse_initializer:
+        _sparse_entries(st, st.values.name or "?")
     try:
         onnx.checker.check_model(proto)
-    except onnx.checker.ValidationError as e:
+    except Exception as e:  # ValidationError, or e.g. UnicodeDecodeError on a corrupt name
         text = " ".join(x.strip() for x in str(e).splitlines() if x.strip()).replace("==> Context: ", "")
+        if isinstance(e, UnicodeDecodeError):
+            near = bytes(e.object[max(0, e.start - 24) : e.end + 8]).decode("utf-8", "replace")
+            text = f"a name or string is not valid UTF-8 (near {near!r}); the file is corrupt"
         raise ModelError(f"{where} is not a valid ONNX model: {text or type(e).__name__}") from e
+    newest = onnx.defs.onnx_opset_version()
+    for o in proto.opset_import:
+        if o.domain in ("", "ai.onnx") and o.version > newest:
+            raise ModelError(
+                f"{where} imports opset {o.version} of the default domain; this build knows opsets up to "
+                f"{newest} (its onnx package's): convert the model to opset {newest} or older"
+            )
     if proto.functions:
         from onnx import inliner
 
@@ -223,14 +236,28 @@ def _attribute(a: Any, node: str, op: str) -> Any:
     raise UnsupportedOpError(f"node '{node}' ({op}): attribute '{a.name}' has a type zeroskip does not read")
 
 
-def _read_sparse(st: Any, v: Value) -> None:
-    """A SparseTensorProto -> CSR (2-D float32) or a dense array, after checking every index."""
+# A sparse initializer that is not 2-D float32 is stored dense: at most this many elements (1 GiB of
+# float32), so a tiny file cannot ask for an absurd allocation.
+_MAX_DENSIFIED = 1 << 28
+
+
+def _sparse_entries(st: Any, name: str) -> tuple[tuple[int, ...], np.ndarray, np.ndarray]:
+    """(dims, values, row-major flat indices) of a SparseTensorProto, after checking every index."""
     from onnx import numpy_helper
 
-    name = st.values.name or v.name
     dims = tuple(int(d) for d in st.dims)
     if any(d < 0 for d in dims) or int(np.prod(dims, dtype=np.float64)) > (1 << 34):
         raise ModelError(f"sparse initializer '{name}' has dims {dims}")
+    if (
+        not (len(dims) == 2 and st.values.data_type == 1)
+        and int(np.prod(dims, dtype=np.float64)) > _MAX_DENSIFIED
+    ):
+        raise ModelError(
+            f"sparse initializer '{name}' of dims {dims} would be stored dense (only 2-D float32 stays "
+            f"sparse) and has more than {_MAX_DENSIFIED} elements"
+        )
+    if len(dims) == 2 and dims[0] > (1 << 31):
+        raise ModelError(f"sparse initializer '{name}' has {dims[0]} rows; at most {1 << 31} are supported")
     try:
         vals = numpy_helper.to_array(st.values)
         idx = numpy_helper.to_array(st.indices).astype(np.int64, copy=False)
@@ -255,6 +282,14 @@ def _read_sparse(st: Any, v: Value) -> None:
         raise ModelError(
             f"sparse initializer '{name}': indices must be strictly increasing (row-major order, no repeats)"
         )
+    return dims, vals, flat
+
+
+def _read_sparse(st: Any, v: Value) -> None:
+    """A SparseTensorProto -> CSR (2-D float32) or a dense array, after checking every index."""
+    name = st.values.name or v.name
+    dims, vals, flat = _sparse_entries(st, name)
+    total = int(np.prod(dims, dtype=np.int64))
     v.dtype, v.shape = st.values.data_type, dims
     if len(dims) == 2 and vals.dtype == np.float32:
         rows, cols = np.divmod(flat, dims[1]) if dims[1] else (flat, flat)

@@ -81,14 +81,13 @@ def _resolve(g: Graph) -> dict[int, ops.OpDef]:
         else:
             found[id(n)] = d
     if missing:
-        lines = [
-            f"  {op}: nodes {', '.join(repr(x) for x in names[:5])}" + (" ..." if len(names) > 5 else "")
+        parts = [
+            f"{op} (nodes {', '.join(repr(x) for x in names[:5])}{', ...' if len(names) > 5 else ''})"
             for op, names in sorted(missing.items())
         ]
         raise UnsupportedOpError(
-            f"the model uses {len(missing)} op(s) zeroskip does not support:\n"
-            + "\n".join(lines)
-            + "\nsupported ops: zeroskip.ops.claimed()"
+            f"the model uses {len(missing)} op(s) zeroskip does not support: {'; '.join(parts)}. "
+            "The supported ones: zeroskip.ops.claimed()"
         )
     for n in g.nodes:
         d = found[id(n)]

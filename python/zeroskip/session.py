@@ -229,7 +229,13 @@ class Session:
                 if t.device.type != "cpu":
                     raise InputError(f"input '{info.name}' is on {t.device}; this session runs on cpu")
             else:
-                a = np.asarray(x)
+                try:
+                    a = np.asarray(x)
+                except (ValueError, TypeError) as e:
+                    raise InputError(
+                        f"input '{info.name}': cannot be made an array ({str(e).splitlines()[0]}); "
+                        "pass a numpy array"
+                    ) from e
                 if a.dtype == object or a.dtype.kind in "USV":
                     raise InputError(f"input '{info.name}': {a.dtype} arrays are not supported")
                 t = torch.from_numpy(np.array(a, copy=True, order="C"))

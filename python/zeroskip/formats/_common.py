@@ -27,9 +27,22 @@ def index_dtype(limit: int) -> type[np.unsignedinteger]:
     return np.uint16 if limit <= 1 << 16 else np.uint32
 
 
-def frozen(a: object, dtype: object) -> np.ndarray:
-    """A private, C-contiguous, read-only copy of `a`."""
-    out = np.array(a, dtype=dtype, order="C", copy=True)
+def frozen(a: object, dtype: object, name: str = "array") -> np.ndarray:
+    """A private, C-contiguous, read-only copy of `a` in `dtype`; refuses a conversion that would change
+    values (integers out of the target's range would wrap; complex values would lose their imaginary
+    part) or that numpy cannot make."""
+    src = np.asarray(a) if not isinstance(a, np.ndarray) else a
+    want = np.dtype(dtype) if dtype is not None else src.dtype
+    if src.dtype.kind == "c" or src.dtype.kind not in "biuf":
+        raise FormatError(f"{name} has dtype {src.dtype}; expected real numbers")
+    if want.kind in "iu" and src.dtype.kind in "iu" and src.size:
+        info = np.iinfo(want)
+        lo, hi = int(src.min()), int(src.max())
+        if lo < info.min or hi > info.max:
+            raise FormatError(
+                f"{name} holds {lo if lo < info.min else hi}, outside the {want} range it is stored in"
+            )
+    out = np.array(src, dtype=want, order="C", copy=True)
     out.flags.writeable = False
     return out
 

@@ -31,10 +31,10 @@ class BSR(c.SparseBase):
         self.shape = c.check_shape(shape)
         self.block = _check_block(block)
         kb = -(-self.shape[1] // self.block[1])
-        self.values = c.frozen(values, np.float32)
+        self.values = c.frozen(values, np.float32, "values")
         idx = np.asarray(indices)
-        self.indices = c.frozen(idx, c.index_dtype(kb) if idx.dtype.kind in "iu" else idx.dtype)
-        self.indptr = c.frozen(indptr, np.int64 if np.asarray(indptr).dtype.kind in "iu" else None)
+        self.indices = c.frozen(idx, c.index_dtype(kb) if idx.dtype.kind in "iu" else idx.dtype, "indices")
+        self.indptr = c.frozen(indptr, np.int64 if np.asarray(indptr).dtype.kind in "iu" else None, "indptr")
         if validate:
             self.validate()
 

@@ -20,10 +20,12 @@ class CSR(c.SparseBase):
         self, values: object, indices: object, indptr: object, shape: object, *, validate: bool = True
     ):
         self.shape = c.check_shape(shape)
-        self.values = c.frozen(values, np.float32)
+        self.values = c.frozen(values, np.float32, "values")
         idx = np.asarray(indices)
-        self.indices = c.frozen(idx, c.index_dtype(self.shape[1]) if idx.dtype.kind in "iu" else idx.dtype)
-        self.indptr = c.frozen(indptr, np.int64 if np.asarray(indptr).dtype.kind in "iu" else None)
+        self.indices = c.frozen(
+            idx, c.index_dtype(self.shape[1]) if idx.dtype.kind in "iu" else idx.dtype, "indices"
+        )
+        self.indptr = c.frozen(indptr, np.int64 if np.asarray(indptr).dtype.kind in "iu" else None, "indptr")
         if validate:
             self.validate()
 

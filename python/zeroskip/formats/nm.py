@@ -24,8 +24,8 @@ class NM(c.SparseBase):
     ):
         self.shape = c.check_shape(shape)
         self.n, self.m = _check_pattern(n, m)
-        self.values = c.frozen(values, np.float32)
-        self.meta = c.frozen(meta, np.uint8 if np.asarray(meta).dtype.kind in "iu" else None)
+        self.values = c.frozen(values, np.float32, "values")
+        self.meta = c.frozen(meta, np.uint8 if np.asarray(meta).dtype.kind in "iu" else None, "meta")
         if validate:
             self.validate()
 

@@ -48,6 +48,17 @@ def _torch_pad(begin: list[int], end: list[int]) -> list[int]:
     return out
 
 
+def _check_window(op: str, spatial: int, pads: Any, strides: Any, dilations: Any) -> None:
+    """Attribute lengths against the number of spatial dims (a silent zip would use part of them)."""
+    for name, value, want in (
+        ("pads", pads, 2 * spatial),
+        ("strides", strides, spatial),
+        ("dilations", dilations, spatial),
+    ):
+        if value and len(value) != want:
+            raise ValueError(f"{op}: {name} has {len(value)} values; a {spatial}-D {op} needs {want}")
+
+
 def _auto_pads(
     auto_pad: str, sizes: Any, kernel: Any, strides: Any, dilations: Any, op: str
 ) -> tuple[list[int], list[int]]:
@@ -278,6 +289,7 @@ def Conv(
 ) -> Tensor:
     # kernel_shape, when present, must equal W's spatial shape: W is what torch uses.
     r = X.dim()
+    _check_window("Conv", r - 2, pads, strides, dilations)
     fn = _CONV[r] if r < 6 else None
     if fn is None:
         fn = _spatial_fn(_CONV, X, "Conv")  # raises
