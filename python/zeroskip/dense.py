@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from zeroskip import _C
+from zeroskip import _C, _args
 from zeroskip.errors import InputError, KernelError
 
 __all__ = ["dwconv2d", "gelu", "gemv", "isas", "pool2d", "softmax"]
@@ -41,9 +41,9 @@ def _call(name: str, fn: Any, *args: Any) -> None:
     try:
         fn(*args)
     except _C.KernelError as e:
-        raise KernelError(f"{name}: {e}") from None
+        raise KernelError(f"{name}: {_args.one_line(e)}") from None
     except (ValueError, TypeError) as e:
-        raise InputError(f"{name}: {e}") from None
+        raise InputError(f"{name}: {_args.one_line(e)}") from None
 
 
 def gelu(
@@ -51,7 +51,7 @@ def gelu(
 ) -> np.ndarray:
     """GELU elementwise: 0.5 x (1 + erf(x / sqrt 2)), or the tanh form (approximate="tanh")."""
     xa = _array(x, "x")
-    y = np.empty_like(xa, dtype=np.float32) if out is None else out
+    y = np.empty_like(xa, dtype=np.float32) if out is None else _args.given_out(out, "gelu")
     _call("gelu", _C.gelu, xa, y, approximate, isa)
     return y
 
@@ -59,7 +59,7 @@ def gelu(
 def softmax(x: Any, out: np.ndarray | None = None, *, isa: str | None = None) -> np.ndarray:
     """Softmax along the last dim (NaN rows for rows holding NaN, +inf, or only -inf, like torch)."""
     xa = _array(x, "x")
-    y = np.empty_like(xa, dtype=np.float32) if out is None else out
+    y = np.empty_like(xa, dtype=np.float32) if out is None else _args.given_out(out, "softmax")
     _call("softmax", _C.softmax, xa, y, isa)
     return y
 
@@ -79,10 +79,10 @@ def gemv(
         bias = _array(bias, "bias")
     if out is None:
         n = wa.shape[0] if wa.ndim == 2 else 0
-        y = np.empty((n,) if xa.ndim == 1 else (xa.shape[0] if xa.ndim else 0, n), dtype=np.float32)
+        y = _args.output((n,) if xa.ndim == 1 else (xa.shape[0] if xa.ndim else 0, n), "gemv")
     else:
-        y = out
-    lo, hi = (-np.inf, np.inf) if clamp is None else (float(clamp[0]), float(clamp[1]))
+        y = _args.given_out(out, "gemv")
+    lo, hi = _args.clamp_pair(clamp)
     _call("gemv", _C.gemv, wa, xa, bias, y, lo, hi, isa)
     return y
 
@@ -113,23 +113,20 @@ def dwconv2d(
     xa, wa = _array(x, "x"), _array(w, "w")
     if bias is not None:
         bias = _array(bias, "bias")
-    try:
-        sh, sw = (int(v) for v in strides)
-        pt, pl, pb, pr = (int(v) for v in pads)
-        dh, dw = (int(v) for v in dilations)
-    except (TypeError, ValueError) as e:
-        raise InputError(f"dwconv2d: strides, pads, dilations must be 2, 4, 2 integers: {e}") from None
+    sh, sw = _args.ints(strides, 2, "dwconv2d: strides", 1)
+    pt, pl, pb, pr = _args.ints(pads, 4, "dwconv2d: pads", 0, "(top, left, bottom, right)")
+    dh, dw = _args.ints(dilations, 2, "dwconv2d: dilations", 1)
     if out is None:
-        if xa.ndim != 4 or wa.ndim != 4 or min(sh, sw, dh, dw) < 1 or min(pt, pl, pb, pr) < 0:
+        if xa.ndim != 4 or wa.ndim != 4:
             shape: tuple[int, ...] = (0,)  # let the binding name the problem
         else:
             n, c, h, wd = xa.shape
             kh, kw = wa.shape[2], wa.shape[3]
             shape = (n, c, _out_size(h, kh, sh, pt, pb, dh), _out_size(wd, kw, sw, pl, pr, dw))
-        y = np.empty(shape, dtype=np.float32)
+        y = _args.output(shape, "dwconv2d")
     else:
-        y = out
-    lo, hi = (-np.inf, np.inf) if clamp is None else (float(clamp[0]), float(clamp[1]))
+        y = _args.given_out(out, "dwconv2d")
+    lo, hi = _args.clamp_pair(clamp)
     _call("dwconv2d", _C.dwconv, xa, wa, bias, y, (sh, sw), (pt, pl, pb, pr), (dh, dw), lo, hi, isa)
     return y
 
@@ -147,23 +144,18 @@ def pool2d(
     image) or "avg_include_pad" (by KH * KW). Padding (top, left, bottom, right) is never read and
     must be smaller than the dilated window; output (N, C, OH, OW) as for dwconv2d."""
     xa = _array(x, "x")
-    try:
-        kh, kw = (int(v) for v in kernel)
-        sh, sw = (int(v) for v in strides)
-        pt, pl, pb, pr = (int(v) for v in pads)
-        dh, dw = (int(v) for v in dilations)
-    except (TypeError, ValueError) as e:
-        raise InputError(
-            f"pool2d: kernel, strides, pads, dilations must be 2, 2, 4, 2 integers: {e}"
-        ) from None
+    kh, kw = _args.ints(kernel, 2, "pool2d: kernel", 1)
+    sh, sw = _args.ints(strides, 2, "pool2d: strides", 1)
+    pt, pl, pb, pr = _args.ints(pads, 4, "pool2d: pads", 0, "(top, left, bottom, right)")
+    dh, dw = _args.ints(dilations, 2, "pool2d: dilations", 1)
     if out is None:
-        if xa.ndim != 4 or min(kh, kw, sh, sw, dh, dw) < 1 or min(pt, pl, pb, pr) < 0:
+        if xa.ndim != 4:
             shape: tuple[int, ...] = (0,)  # let the binding name the problem
         else:
             n, c, h, wd = xa.shape
             shape = (n, c, _out_size(h, kh, sh, pt, pb, dh), _out_size(wd, kw, sw, pl, pr, dw))
-        y = np.empty(shape, dtype=np.float32)
+        y = _args.output(shape, "pool2d")
     else:
-        y = out
+        y = _args.given_out(out, "pool2d")
     _call("pool2d", _C.pool2d, xa, y, kind, (kh, kw), (sh, sw), (pt, pl, pb, pr), (dh, dw))
     return y

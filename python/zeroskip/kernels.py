@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from zeroskip import _C
+from zeroskip import _C, _args
 from zeroskip.errors import FormatError, InputError, KernelError
 from zeroskip.formats import BSR, CSR, NM
 
@@ -105,15 +105,14 @@ def pack(a: CSR | BSR | NM) -> Any:
 
 def _run(what: str, a: CSR | BSR | NM, fn: Any, x: Any, out: Any, bias: Any, clamp: Any, *rest: Any) -> None:
     """fn(packed a, x, out, bias, lo, hi, *rest), the binding's errors raised as zeroskip's."""
-    if not isinstance(out, np.ndarray):
-        raise InputError(f"out must be a numpy array, got {type(out).__name__}")
-    lo, hi = (-np.inf, np.inf) if clamp is None else (float(clamp[0]), float(clamp[1]))
+    _args.given_out(out, what)
+    lo, hi = _args.clamp_pair(clamp)
     try:
         fn(pack(a), x, out, None if bias is None else np.asarray(bias), lo, hi, *rest)
     except _C.KernelError as e:
-        raise KernelError(f"{what} with {type(a).__name__} {a.shape}: {e}") from None
+        raise KernelError(f"{what} with {type(a).__name__} {a.shape}: {_args.one_line(e)}") from None
     except (ValueError, TypeError) as e:
-        raise InputError(f"{what} with {type(a).__name__} {a.shape}: {e}") from None
+        raise InputError(f"{what} with {type(a).__name__} {a.shape}: {_args.one_line(e)}") from None
 
 
 def spmm(
@@ -201,13 +200,16 @@ def conv2d(
     """
     pack(a)
     xa = np.asarray(x)
+    kernel_shape = (kh, kw) = _args.ints(kernel_shape, 2, "conv2d: kernel_shape", 1)
+    strides = (sh, sw) = _args.ints(strides, 2, "conv2d: strides", 1)
+    pads = (pt, pl, pb, pr) = _args.ints(pads, 4, "conv2d: pads", 0, "(top, left, bottom, right)")
+    dilations = (dh, dw) = _args.ints(dilations, 2, "conv2d: dilations", 1)
     if out is None:
-        try:
-            (kh, kw), (sh, sw), (pt, pl, pb, pr), (dh, dw) = kernel_shape, strides, pads, dilations
+        if xa.ndim == 4:
             oh = (xa.shape[2] + pt + pb - dh * (kh - 1) - 1) // sh + 1
             ow = (xa.shape[3] + pl + pr - dw * (kw - 1) - 1) // sw + 1
-            y = np.empty((xa.shape[0], a.shape[0], max(oh, 0), max(ow, 0)), dtype=np.float32)
-        except (ValueError, TypeError, IndexError, ZeroDivisionError):
+            y = _args.output((xa.shape[0], a.shape[0], max(oh, 0), max(ow, 0)), "conv2d")
+        else:
             y = np.empty((0, 0, 0, 0), dtype=np.float32)  # the kernel call says what is wrong
     else:
         y = out
