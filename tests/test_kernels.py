@@ -494,6 +494,28 @@ class TestLinearConvBadInput:
         with pytest.raises(InputError, match="does not fit the padded input"):
             self._conv(conv_w, x, pads=(0, 0, 0, 0), dil=(2, 2))
 
+    def test_conv_binding_refuses_values_that_would_wrap(self):
+        # Called directly (zeroskip.kernels checks first): 2**62 + 3 would wrap C*KH*KW back to 36.
+        from zeroskip import _C
+
+        a = CSR.from_dense(np.ones((1, 36), np.float32))
+        x = np.ones((1, 4, 7, 12), np.float32)
+        y = np.empty((1, 1, 1, 3), np.float32)
+        with pytest.raises(ValueError, match=r"must be < 2\*\*31"):
+            _C.spmm_conv(
+                kernels.pack(a),
+                x,
+                y,
+                None,
+                -np.inf,
+                np.inf,
+                None,
+                [2**62 + 3, 3],
+                [1, 3],
+                [0, 0, 2, 1],
+                [4, 2],
+            )
+
     def test_conv_bad_out(self, conv_w):
         x = np.ones((2, 2, 4, 4), dtype=np.float32)
         with pytest.raises(InputError, match=r"out has shape \(2, 5, 3, 4\), expected \(2, 5, 4, 4\)"):

@@ -200,6 +200,13 @@ void check_window(int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t pt, in
   if (dh < 1 || dw < 1) throw py::value_error("dilations must be >= 1, got " + dims_str({dh, dw}));
   if (pt < 0 || pl < 0 || pb < 0 || pr < 0)
     throw py::value_error("pads must be >= 0, got " + dims_str({pt, pl, pb, pr}));
+  // Below 2**31 each, sums and products of two of them (output sizes, dilated windows) fit int64.
+  constexpr int64_t kLimit = int64_t(1) << 31;
+  for (int64_t v : {kh, kw, sh, sw, pt, pl, pb, pr, dh, dw})
+    if (v >= kLimit)
+      throw py::value_error("window values must be < 2**31, got kernel " + dims_str({kh, kw}) + ", strides " +
+                            dims_str({sh, sw}) + ", pads " + dims_str({pt, pl, pb, pr}) + ", dilations " +
+                            dims_str({dh, dw}));
 }
 
 // ---- sparse Conv2d ----
@@ -231,10 +238,13 @@ void run_conv(const View& a, const zs::KernelInfo& k, const py::array& x, const 
   s.pad_t = pads[0], s.pad_l = pads[1], s.pad_b = pads[2], s.pad_r = pads[3];
   s.dh = dilations[0], s.dw = dilations[1];
   check_window(s.kh, s.kw, s.sh, s.sw, s.pad_t, s.pad_l, s.pad_b, s.pad_r, s.dh, s.dw, "kernel_shape");
-  if (s.c * s.kh * s.kw != a.k)
-    throw py::value_error("weight has " + std::to_string(a.k) + " columns, expected C*KH*KW = " +
-                          std::to_string(s.c) + "*" + std::to_string(s.kh) + "*" + std::to_string(s.kw) + " = " +
-                          std::to_string(s.c * s.kh * s.kw) + " for x of shape " + shape_str(x));
+  const __int128 cols = static_cast<__int128>(s.c) * s.kh * s.kw;  // 128-bit: no wrap to a matching value
+  if (cols != a.k)
+    throw py::value_error(
+        "weight has " + std::to_string(a.k) + " columns, expected C*KH*KW = " + std::to_string(s.c) + "*" +
+        std::to_string(s.kh) + "*" + std::to_string(s.kw) + " = " +
+        (cols <= INT64_MAX ? std::to_string(static_cast<int64_t>(cols)) : std::string("more than 2**63")) +
+        " for x of shape " + shape_str(x));
   s.oh = zs::conv_out_size(s.h, s.kh, s.sh, s.pad_t, s.pad_b, s.dh);
   s.ow = zs::conv_out_size(s.w, s.kw, s.sw, s.pad_l, s.pad_r, s.dw);
   if (s.oh < 1 || s.ow < 1)
