@@ -40,9 +40,11 @@ import pytest
 pytest.importorskip("hypothesis")
 pytest.importorskip("torch")
 
-SUMMARY = "@@ZS-SUMMARY "
-EXAMPLE = "@@ZS-EXAMPLE "
-AS_CAP = 8 << 30  # address-space cap of a worker: an absurd allocation is a MemoryError, not swap
+# The worker protocol and hypothesis settings of the model and format fuzzing (this folder is on
+# sys.path both under pytest and when a worker runs this file as a script).
+from test_fuzz import AS_CAP, EXAMPLE, SUMMARY, Failures, _announce, _settings, _short
+from test_fuzz import _report as _report_failures
+
 TIMEOUT = 150.0  # per worker, from its start (all start together on a machine with few cores)
 EXAMPLES = {
     "conv2d-csr": 260,
@@ -59,39 +61,6 @@ DENSE_OPS = ["gelu", "softmax", "gemv", "dwconv2d", "pool2d"]
 
 
 # --- helpers run in the worker -----------------------------------------------------------------------
-
-
-def _settings(n: int) -> Any:
-    from hypothesis import HealthCheck, settings
-
-    return settings(
-        max_examples=n,
-        deadline=None,
-        derandomize=True,
-        database=None,
-        suppress_health_check=list(HealthCheck),
-    )
-
-
-def _announce(desc: str) -> None:
-    sys.stderr.write(f"{EXAMPLE}{desc}\n")
-    sys.stderr.flush()
-
-
-def _short(e: BaseException) -> str:
-    text = str(e).strip()
-    return f"{type(e).__name__}: {text.splitlines()[0][:300] if text else ''}"
-
-
-class Failures:
-    """Distinct failures, keyed by signature, with the first example of each."""
-
-    def __init__(self) -> None:
-        self.items: dict[str, dict[str, Any]] = {}
-
-    def add(self, signature: str, example: str, detail: str) -> None:
-        f = self.items.setdefault(signature, {"count": 0, "example": example[:700], "detail": detail[:600]})
-        f["count"] += 1
 
 
 # Expectations: MUST_WORK (valid call: result must match), MUST_FAIL (must raise a ZeroskipError),
@@ -501,6 +470,10 @@ def fuzz_conv2d(fmt: str, max_examples: int) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     _loop(CONV_CORRUPTIONS, max_examples, strategies, one)
+    return _summary(outcomes, failures, t0)
+
+
+def _summary(outcomes: Any, failures: Failures, t0: float) -> dict[str, Any]:
     return {
         "examples": sum(outcomes.values()),
         "outcomes": dict(sorted(outcomes.items())),
@@ -1041,12 +1014,7 @@ def fuzz_dense(op: str, max_examples: int) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     _loop(corruptions, max_examples, strategies, one)
-    return {
-        "examples": sum(outcomes.values()),
-        "outcomes": dict(sorted(outcomes.items())),
-        "failures": failures.items,
-        "seconds": round(time.perf_counter() - t0, 2),
-    }
+    return _summary(outcomes, failures, t0)
 
 
 # --- the tests (each loop one subprocess; all started together) --------------------------------------
@@ -1125,18 +1093,8 @@ def workers() -> Any:
 
 
 def _report(summary: dict[str, Any], expected: int) -> None:
-    print(json.dumps(summary, indent=1))
     assert summary["examples"] >= expected // 2, summary
-    if summary["failures"]:
-        lines = [
-            f"- {sig} (x{f['count']}): {f['detail']}\n    e.g. {f['example']}"
-            for sig, f in summary["failures"].items()
-        ]
-        pytest.fail(
-            f"{len(summary['failures'])} kind(s) of failure in {summary['examples']} examples:\n"
-            + "\n".join(lines),
-            pytrace=False,
-        )
+    _report_failures(summary)
 
 
 @pytest.mark.parametrize("fmt", CONV_FORMATS)
