@@ -181,7 +181,7 @@ def test_default_kernel_is_fastest_isa_runnable():
 
 # ---------------------------------------------------------------- Linear and Conv2d entry points
 
-LINEAR_MS = (1, 2, 3, 8, 17, 64)
+LINEAR_MS = (1, 2, 3, 8, 17, 64, 128)
 # Output features x input features; K == 1, odd N and K (multiples of 4 for 2:4).
 LINEAR_SHAPES = {"any": [(5, 37), (37, 1), (70, 131)], "nm": [(5, 36), (37, 4), (70, 132)]}
 BSR_BLOCKS = [(4, 1), (1, 4), (2, 3)]
@@ -227,7 +227,7 @@ def _linear_cases(k: kernels.KernelInfo) -> list:
 @pytest.mark.parametrize("k", [p for f in ("csr", "bsr", "nm") for p in _param(f)])
 def test_linear(k, rng):
     """y = x @ W.T + bias (clamped) for few batch rows (the batch-1 kernel once per row) and more
-    (transposed through scratch), against numpy in float64."""
+    (transposed through scratch: whole, or by blocks of rows per thread), against numpy in float64."""
     for n, kk, block in _linear_cases(k):
         a, w = _sparse(k.format, rng.standard_normal((n, kk)).astype(np.float32), rng, block)
         bias = rng.standard_normal(n).astype(np.float32)
@@ -328,16 +328,18 @@ def test_linear_conv_threads_give_identical_results(threads, rng):
     """Transposes and im2col large enough to be split across threads give the same bits as serial."""
     w = sparse_weight(rng, 40, 16 * 9, 0.8)
     a = CSR.from_dense(w)
-    x = rng.standard_normal((70, 16 * 9 * 8)).astype(np.float32)
+    # 70 rows: split between threads as whole transposes; 256: by blocks of rows (one thread, any count).
+    xs = [rng.standard_normal((m, 16 * 9 * 8)).astype(np.float32) for m in (70, 256)]
     big = CSR.from_dense(sparse_weight(rng, 300, 16 * 9 * 8, 0.9))
     xc = rng.standard_normal((2, 16, 40, 33)).astype(np.float32)
     conv = (a, xc, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1))
     before = kernels.num_threads()
     try:
         kernels.set_num_threads(1)
-        lin1, conv1 = kernels.linear(big, x), kernels.conv2d(*conv)
+        lin1, conv1 = [kernels.linear(big, x) for x in xs], kernels.conv2d(*conv)
         kernels.set_num_threads(threads)
-        np.testing.assert_array_equal(kernels.linear(big, x), lin1)
+        for x, want in zip(xs, lin1):
+            np.testing.assert_array_equal(kernels.linear(big, x), want)
         np.testing.assert_array_equal(kernels.conv2d(*conv), conv1)
     finally:
         kernels.set_num_threads(before)
