@@ -133,6 +133,21 @@ void dwconv2d_f32(const DenseOps& ops, const float* x, const float* w, const flo
   });
 }
 
+void attention_f32(const DenseOps& ops, const AttnShape& s, const float* q, const float* kt, const float* v,
+                   const float* mask, float* o) {
+  const size_t units = s.units();
+  if (units == 0 || s.dv == 0) return;
+  const size_t need = attn_scratch_floats(s, 16);
+  const int parts = parts_for(s.b * s.h * s.sq * s.sk * (s.d + s.dv), kMinParallelMacs, units);
+  run_parts(parts, [&](int t, int p) {
+    const size_t b = split(units, 1, t, p), e = split(units, 1, t + 1, p);
+    if (b >= e) return;
+    thread_local std::vector<float> scratch;
+    if (scratch.size() < need) scratch.resize(need);
+    ops.attention(s, q, kt, v, mask, o, b, e, scratch.data());
+  });
+}
+
 void dwconv2d_f32(const float* x, const float* w, const float* bias_or_null, float* y, size_t N, size_t C, size_t H,
                   size_t W, size_t KH, size_t KW, size_t stride_h, size_t stride_w, size_t pad_top, size_t pad_left,
                   size_t pad_bottom, size_t pad_right, size_t dil_h, size_t dil_w, float clamp_min,

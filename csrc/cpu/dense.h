@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 
 #include "registry.h"
 
@@ -31,6 +32,27 @@ inline size_t dwconv_row_floats(const DwConvShape& s, size_t lanes) {
   return ((need > padded ? need : padded) + lanes - 1) / lanes * lanes;  // whole vectors
 }
 
+// Attention over heads: o = softmax(scale * q @ kt + mask) @ v for each
+// (batch b, head h): q is Sq x D, kt D x Sk, v Sk x Dv, mask Sq x Sk (optional),
+// o Sq x Dv. Every operand is addressed through strides in floats, [b, h, row,
+// col] (0 broadcasts; any sign), so permuted views need no copy; o's column
+// stride must be 1.
+constexpr size_t kAttnRows = 16;  // query rows per work unit
+constexpr int kAttnTile = 4;      // query rows per register tile
+struct AttnShape {
+  size_t b, h, sq, sk, d, dv;
+  float scale;
+  ptrdiff_t q[4], kt[4], v[4], m[4], o[4];
+  size_t row_blocks() const { return (sq + kAttnRows - 1) / kAttnRows; }
+  size_t units() const { return b * h * row_blocks(); }
+};
+
+// Scratch floats one thread's attention needs for vectors of `lanes` floats.
+inline size_t attn_scratch_floats(const AttnShape& s, size_t lanes) {
+  const size_t skp = (s.sk + lanes - 1) / lanes * lanes, dvp = (s.dv + lanes - 1) / lanes * lanes;
+  return s.d * skp + s.sk * dvp + kAttnTile * s.d + kAttnTile * skp;
+}
+
 struct DenseOps {
   Isa isa;
   // y[i] = gelu(x[i]); exact (erf) form, or the tanh form when tanh_approx.
@@ -47,6 +69,10 @@ struct DenseOps {
   // dwconv_row_floats(s, 16) * (dh (KH - 1) + 1) + 16 (zero-padded input rows).
   void (*dwconv)(const float* x, const float* w, const float* bias, float* y, const DwConvShape& s, size_t ub,
                  size_t ue, float* scratch, size_t scratch_n, float lo, float hi);
+  // Work units [ub, ue) of s.units() (see AttnShape); mask may be null; ws
+  // holds attn_scratch_floats(s, 16) floats.
+  void (*attention)(const AttnShape& s, const float* q, const float* kt, const float* v, const float* mask, float* o,
+                    size_t ub, size_t ue, float* ws);
 };
 
 // Every ISA compiled into this build, fastest last (may include ones this CPU lacks).
@@ -63,6 +89,8 @@ void gemm_small_f32(const DenseOps& ops, const float* w, const float* x, const f
                     size_t k, size_t m, float clamp_min, float clamp_max);
 void dwconv2d_f32(const DenseOps& ops, const float* x, const float* w, const float* bias, float* y,
                   const DwConvShape& s, float clamp_min, float clamp_max);
+void attention_f32(const DenseOps& ops, const AttnShape& s, const float* q, const float* kt, const float* v,
+                   const float* mask_or_null, float* o);
 
 // The same with the default ISA.
 void gelu_f32(const float* x, float* y, size_t n, bool tanh_approx);

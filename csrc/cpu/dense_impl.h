@@ -439,6 +439,132 @@ struct Impl {
       u += o1 - o0;
     }
   }
+
+  // ---- attention: o = softmax(scale * q @ kt + mask) @ v, per (batch, head) ----
+  // Per head, K^T and V are packed once (zero-padded to whole vectors:
+  // D x skp and Sk x dvp), then query rows go in tiles of R: R x Sk scores
+  // (R rows x 2 vectors of keys per step, each K^T vector reused by R rows),
+  // scale and mask, softmax in place, and R x Dv outputs (2 vectors of V per
+  // step, each reused by R rows). The scores of a tile stay in L1.
+  static size_t round_w(size_t n) { return (n + W - 1) / W * W; }
+
+  template <int RT>
+  static void attn_tile(const AttnShape& s, const float* qp, const float* ktp, const float* vp,
+                        const float* const* mrow, float* sc, float* const* orow) {
+    const size_t skp = round_w(s.sk), dvp = round_w(s.dv), d = s.d;
+    for (size_t j = 0; j < skp; j += 2 * W) {
+      const int nv = j + 2 * W <= skp ? 2 : 1;
+      R acc[RT][2];
+      for (int r = 0; r < RT; ++r) acc[r][0] = acc[r][1] = V::zero();
+      if (nv == 2) {
+        for (size_t c = 0; c < d; ++c) {
+          const R k0 = V::load(ktp + c * skp + j), k1 = V::load(ktp + c * skp + j + W);
+          for (int r = 0; r < RT; ++r) {
+            const R qb = V::bcast(qp[r * d + c]);
+            acc[r][0] = V::fma(qb, k0, acc[r][0]);
+            acc[r][1] = V::fma(qb, k1, acc[r][1]);
+          }
+        }
+      } else {
+        for (size_t c = 0; c < d; ++c) {
+          const R k0 = V::load(ktp + c * skp + j);
+          for (int r = 0; r < RT; ++r) acc[r][0] = V::fma(V::bcast(qp[r * d + c]), k0, acc[r][0]);
+        }
+      }
+      for (int r = 0; r < RT; ++r)
+        for (int v = 0; v < nv; ++v) V::store(sc + r * skp + j + v * W, acc[r][v]);
+    }
+    const R vs = V::bcast(s.scale);
+    for (int r = 0; r < RT; ++r) {
+      float* row = sc + r * skp;
+      const float* m = mrow ? mrow[r] : nullptr;
+      if (m && s.m[3] == 1) {
+        size_t j = 0;
+        for (; j + W <= s.sk; j += W) V::store(row + j, V::fma(V::load(row + j), vs, V::load(m + j)));
+        if (j < s.sk) {
+          const int c = int(s.sk - j);
+          V::store_part(row + j, V::fma(V::load_part(row + j, c), vs, V::load_part(m + j, c)), c);
+        }
+      } else if (m) {
+        for (size_t j = 0; j < s.sk; ++j) row[j] = row[j] * s.scale + m[static_cast<ptrdiff_t>(j) * s.m[3]];
+      } else {
+        for (size_t j = 0; j < skp; j += W) V::store(row + j, V::mul(V::load(row + j), vs));
+      }
+      softmax_row(row, row, s.sk);
+    }
+    for (size_t c = 0; c < dvp; c += 2 * W) {
+      const int nv = c + 2 * W <= dvp ? 2 : 1;
+      R acc[RT][2];
+      for (int r = 0; r < RT; ++r) acc[r][0] = acc[r][1] = V::zero();
+      for (size_t j = 0; j < s.sk; ++j) {
+        const R v0 = V::load(vp + j * dvp + c);
+        const R v1 = nv == 2 ? V::load(vp + j * dvp + c + W) : V::zero();
+        for (int r = 0; r < RT; ++r) {
+          const R pb = V::bcast(sc[r * skp + j]);
+          acc[r][0] = V::fma(pb, v0, acc[r][0]);
+          acc[r][1] = V::fma(pb, v1, acc[r][1]);
+        }
+      }
+      for (int r = 0; r < RT; ++r)
+        for (int v = 0; v < nv; ++v) {
+          const size_t c0 = c + size_t(v) * W;
+          if (c0 + W <= s.dv) {
+            V::store(orow[r] + c0, acc[r][v]);
+          } else if (c0 < s.dv) {
+            V::store_part(orow[r] + c0, acc[r][v], int(s.dv - c0));
+          }
+        }
+    }
+  }
+
+  // Units [ub, ue) of s.units() (head-major: unit u is rows [u % blocks *
+  // kAttnRows, ...) of head u / blocks). ws holds attn_scratch_floats(s, W).
+  static void attention(const AttnShape& s, const float* q, const float* kt, const float* v, const float* mask,
+                        float* o, size_t ub, size_t ue, float* ws) {
+    const size_t skp = round_w(s.sk), dvp = round_w(s.dv), blocks = s.row_blocks();
+    float* ktp = ws;
+    float* vp = ktp + s.d * skp;
+    float* qp = vp + s.sk * dvp;
+    float* sc = qp + kAttnTile * s.d;
+    size_t packed = ~size_t{0};
+    for (size_t u = ub; u < ue; ++u) {
+      const size_t bh = u / blocks, b = bh / s.h, h = bh % s.h;
+      const auto at = [&](const ptrdiff_t* st, size_t i, size_t j) {
+        return static_cast<ptrdiff_t>(b) * st[0] + static_cast<ptrdiff_t>(h) * st[1] +
+               static_cast<ptrdiff_t>(i) * st[2] + static_cast<ptrdiff_t>(j) * st[3];
+      };
+      if (bh != packed) {
+        for (size_t c = 0; c < s.d; ++c) {
+          float* dst = ktp + c * skp;
+          for (size_t j = 0; j < s.sk; ++j) dst[j] = kt[at(s.kt, c, j)];
+          for (size_t j = s.sk; j < skp; ++j) dst[j] = 0.0f;
+        }
+        for (size_t j = 0; j < s.sk; ++j) {
+          float* dst = vp + j * dvp;
+          for (size_t c = 0; c < s.dv; ++c) dst[c] = v[at(s.v, j, c)];
+          for (size_t c = s.dv; c < dvp; ++c) dst[c] = 0.0f;
+        }
+        packed = bh;
+      }
+      const size_t i0 = u % blocks * kAttnRows, i1 = i0 + kAttnRows < s.sq ? i0 + kAttnRows : s.sq;
+      for (size_t i = i0; i < i1;) {
+        const int rt = i + kAttnTile <= i1 ? kAttnTile : 1;
+        const float* mrow[kAttnTile];
+        float* orow[kAttnTile];
+        for (int r = 0; r < rt; ++r) {
+          for (size_t c = 0; c < s.d; ++c) qp[r * s.d + c] = q[at(s.q, i + r, c)];
+          mrow[r] = mask ? mask + at(s.m, i + r, 0) : nullptr;
+          orow[r] = o + at(s.o, i + r, 0);
+        }
+        if (rt == kAttnTile) {
+          attn_tile<kAttnTile>(s, qp, ktp, vp, mask ? mrow : nullptr, sc, orow);
+        } else {
+          attn_tile<1>(s, qp, ktp, vp, mask ? mrow : nullptr, sc, orow);
+        }
+        i += static_cast<size_t>(rt);
+      }
+    }
+  }
 };
 
 }  // namespace
@@ -448,5 +574,6 @@ struct Impl {
 #define ZS_DENSE_OPS(name, V, isa_)                                                                  \
   namespace zs {                                                                                      \
   const DenseOps name = {isa_, &dense_impl::Impl<V>::gelu, &dense_impl::Impl<V>::softmax,           \
-                         &dense_impl::Impl<V>::gemm, &dense_impl::Impl<V>::dwconv};                 \
+                         &dense_impl::Impl<V>::gemm, &dense_impl::Impl<V>::dwconv,                 \
+                         &dense_impl::Impl<V>::attention};                 \
   }

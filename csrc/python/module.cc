@@ -159,6 +159,38 @@ const float* f32_arg(const py::array& a, const char* what, bool writeable) {
   return static_cast<const float*>(a.data());
 }
 
+// A 4-D float32 array with any element-aligned strides; its strides in floats go to st.
+const float* strided_f32(const py::array& a, const char* what, ptrdiff_t* st, bool writeable) {
+  if (!is_f32(a))
+    throw py::type_error(std::string(what) + " must be float32, got " + std::string(py::str(a.dtype())) +
+                         "; convert with .astype(numpy.float32)");
+  if (a.ndim() != 4) throw py::value_error(std::string(what) + " must be 4-D, got shape " + shape_str(a));
+  if (writeable && !a.writeable()) throw py::value_error(std::string(what) + " is read-only");
+  for (py::ssize_t i = 0; i < 4; ++i) {
+    if (a.strides(i) % py::ssize_t(sizeof(float)) != 0)
+      throw py::value_error(std::string(what) + " has strides that are not whole floats");
+    st[i] = static_cast<ptrdiff_t>(a.strides(i) / py::ssize_t(sizeof(float)));
+  }
+  return static_cast<const float*>(a.data());
+}
+
+// The bytes [lo, hi) a strided array touches.
+std::pair<const char*, const char*> span_of(const py::array& a) {
+  const char* lo = static_cast<const char*>(a.data());
+  const char* hi = lo + a.itemsize();
+  if (a.size() == 0) return {lo, lo};
+  for (py::ssize_t i = 0; i < a.ndim(); ++i) {
+    const py::ssize_t reach = (a.shape(i) - 1) * a.strides(i);
+    if (reach < 0) lo += reach; else hi += reach;
+  }
+  return {lo, hi};
+}
+
+bool spans_overlap(const py::array& a, const py::array& b) {
+  const auto sa = span_of(a), sb = span_of(b);
+  return sa.first < sa.second && sb.first < sb.second && sa.first < sb.second && sb.first < sa.second;
+}
+
 bool same_shape(const py::array& a, const py::array& b) {
   if (a.ndim() != b.ndim()) return false;
   for (py::ssize_t i = 0; i < a.ndim(); ++i)
@@ -425,6 +457,50 @@ PYBIND11_MODULE(_C, m) {
     zs::softmax_f32(ops, xp, yp, n / cols, cols);
   }, py::arg("x"), py::arg("out"), py::arg("isa") = py::none(),
         "out = softmax(x) along the last dim; out may be x.");
+  m.def("attention", [](const py::array& q, const py::array& kt, const py::array& v, const std::optional<py::array>& mask,
+                        const py::array& out, float scale, const std::optional<std::string>& isa) {
+    const zs::DenseOps& ops = dense_pick(isa);
+    zs::AttnShape s{};
+    strided_f32(q, "q", s.q, false);
+    strided_f32(kt, "kt", s.kt, false);
+    strided_f32(v, "v", s.v, false);
+    strided_f32(out, "out", s.o, true);
+    s.b = size_t(q.shape(0)), s.h = size_t(q.shape(1)), s.sq = size_t(q.shape(2)), s.d = size_t(q.shape(3));
+    s.sk = size_t(kt.shape(3)), s.dv = size_t(v.shape(3));
+    s.scale = scale;
+    const auto expect = [&](const py::array& a, const char* what, std::initializer_list<int64_t> dims) {
+      size_t i = 0;
+      for (int64_t d : dims)
+        if (a.shape(py::ssize_t(i++)) != d)
+          throw py::value_error(std::string(what) + " has shape " + shape_str(a) + ", expected " + dims_str(dims));
+    };
+    const int64_t B = int64_t(s.b), H = int64_t(s.h), Sq = int64_t(s.sq), D = int64_t(s.d), Sk = int64_t(s.sk),
+                  Dv = int64_t(s.dv);
+    expect(kt, "kt", {B, H, D, Sk});
+    expect(v, "v", {B, H, Sk, Dv});
+    expect(out, "out", {B, H, Sq, Dv});
+    const float* mp = nullptr;
+    if (mask) {
+      mp = strided_f32(*mask, "mask", s.m, false);
+      expect(*mask, "mask", {B, H, Sq, Sk});
+      if (spans_overlap(*mask, out)) throw py::value_error("out must not share memory with mask");
+    }
+    if (Dv > 1 && s.o[3] != 1) throw py::value_error("out's last dimension must be contiguous");
+    for (const auto* a : {&q, &kt, &v})
+      if (spans_overlap(*a, out)) throw py::value_error("out must not share memory with q, kt or v");
+    if (s.units() == 0 || s.dv == 0) return;
+    const auto run = [&] {
+      zs::attention_f32(ops, s, static_cast<const float*>(q.data()), static_cast<const float*>(kt.data()),
+                        static_cast<const float*>(v.data()), mp, const_cast<float*>(static_cast<const float*>(out.data())));
+    };
+    if (s.b * s.h * s.sq * s.sk * (s.d + s.dv) < size_t(kReleaseGil) * 8) return run();
+    py::gil_scoped_release nogil;
+    run();
+  }, py::arg("q"), py::arg("kt"), py::arg("v"), py::arg("mask"), py::arg("out"), py::arg("scale") = 1.0f,
+        py::arg("isa") = py::none(),
+        "out = softmax(scale * q @ kt + mask) @ v per (batch, head): q (B, H, Sq, D), kt (B, H, D, Sk), "
+        "v (B, H, Sk, Dv), mask None or (B, H, Sq, Sk) (broadcast views welcome), out (B, H, Sq, Dv); any strides, "
+        "out's last one 1.");
   m.def("gemv", [](const py::array& w, const py::array& x, const std::optional<py::array>& bias, const py::array& out,
                    float lo, float hi, const std::optional<std::string>& isa) {
     const zs::DenseOps& ops = dense_pick(isa);

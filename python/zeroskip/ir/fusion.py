@@ -6,6 +6,9 @@
 - The exported erf and tanh GELU chains (5 and 9 elementwise nodes) become `zeroskip::Gelu`.
 - Attention's score scaling, Div(MatMul(q, k), c), moves into the weights of the Linear that makes q
   (through Reshape/Transpose only), so one elementwise pass over the scores disappears.
+- The attention core of float32 graphs, MatMul(Softmax(MatMul(q, kt) [* or / c] [+ mask]), v) with the
+  softmax over the last axis, becomes `zeroskip::Attention(q, kt, v, mask, scale, scale_op)`: one
+  kernel pass per head, the scores never written out.
 
 A chain is fused only when its intermediate values feed nothing else and are not graph outputs.
 """
@@ -91,7 +94,80 @@ def fuse(g: Graph) -> dict[str, int]:
     counts["linear"] = _fuse_linear(g)
     counts["scale_folded"] = _fold_score_scale(g)
     counts["conv_act"] = _fuse_conv_activation(g)
+    counts["attention"] = _fuse_attention(g)
     return counts
+
+
+_FLOAT = 1  # onnx.TensorProto.FLOAT
+
+
+def _last_axis_softmax(g: Graph, sm: Node) -> bool:
+    """Whether the Softmax normalises over the last axis of its input alone."""
+    axis = sm.attrs.get("axis", -1 if g.opset_for(sm.domain) >= 13 else 1)
+    if axis == -1:
+        return True
+    shape = sm.inputs[0].shape if sm.inputs and sm.inputs[0] is not None else None
+    return shape is not None and axis == len(shape) - 1
+
+
+def _fuse_attention(g: Graph) -> int:
+    fused = 0
+    for sm in list(g.nodes):
+        if sm.op_type != "Softmax" or sm.domain != "" or sm not in g.nodes or len(sm.outputs) != 1:
+            continue
+        idx = _Index(g)
+        p = sm.outputs[0]
+        pv = idx.only_use(p)
+        if pv is None or pv.op_type != "MatMul" or pv.domain != "" or pv.inputs[0] is not p or pv.inputs[1] is p:
+            continue
+        if not _last_axis_softmax(g, sm):
+            continue
+        chain = _scores_chain(idx, sm.inputs[0])
+        if chain is None:
+            continue
+        mm, scale_node, add, mask = chain
+        if mm.outputs[0].dtype != _FLOAT or p.dtype != _FLOAT:
+            continue
+        attrs: dict[str, object] = {}
+        if scale_node is not None:
+            attrs["scale"] = _scalar(scale_node.inputs[1])
+            attrs["scale_op"] = "div" if scale_node.op_type == "Div" else "mul"
+        nodes = [n for n in (mm, scale_node, add, sm, pv) if n is not None]
+        new = Node(mm.name, "Attention", DOMAIN, [mm.inputs[0], mm.inputs[1], pv.inputs[1], mask], [pv.outputs[0]], attrs)
+        new.fused_from = [n.op_type for n in nodes]
+        _replace(g, nodes, new)
+        fused += 1
+    return fused
+
+
+def _scores_chain(idx: _Index, x: Value | None) -> tuple[Node, Node | None, Node | None, Value | None] | None:
+    """x = MatMul(q, kt) [* or / scalar constant] [+ mask], each step private: (MatMul, scale node, Add, mask)."""
+    add, mask = None, None
+    if x is not None and x.producer is not None and x.producer.op_type == "Add":
+        add = idx.private_producer(x, "Add")
+        if add is None:
+            return None
+        for s_in, m_in in ((add.inputs[0], add.inputs[1]), (add.inputs[1], add.inputs[0])):
+            if s_in is not None and s_in.producer is not None and s_in.producer.op_type in ("MatMul", "Mul", "Div"):
+                x, mask = s_in, m_in
+                break
+        else:
+            return None
+        if mask is None or mask is x:
+            return None
+    scale_node = None
+    for op in ("Mul", "Div"):
+        node = idx.private_producer(x, op)
+        if node is not None:
+            c = _scalar(node.inputs[1])
+            if c is None or c == 0.0 or not math.isfinite(c):
+                return None
+            scale_node, x = node, node.inputs[0]
+            break
+    mm = idx.private_producer(x, "MatMul")
+    if mm is None or mm.inputs[0] is None or mm.inputs[1] is None:
+        return None
+    return mm, scale_node, add, mask
 
 
 def _fuse_conv_activation(g: Graph) -> int:

@@ -17,6 +17,7 @@ from zeroskip import _C, kernels
 from zeroskip.formats import CSR
 
 __all__ = [
+    "attention",
     "available",
     "conv_dense_csr",
     "gelu",
@@ -61,6 +62,42 @@ def softmax(x: torch.Tensor) -> torch.Tensor:
     y = torch.empty_like(x)
     _C.softmax(x.numpy(), y.numpy(), None)
     return y
+
+
+def attention(
+    q: torch.Tensor, kt: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, scale: float
+) -> torch.Tensor | None:
+    """softmax(scale * q @ kt + mask) @ v through the C++ kernel, reading q, kt, v and the mask in place
+    (permuted and broadcast views included); None when the operands do not fit it (the caller then
+    runs the steps on torch). The result is a (..., Sq, Dv) view of a (B, Sq, H, Dv) buffer: the
+    layout the usual Transpose + Reshape after attention reads without a copy."""
+    if not hasattr(_C, "attention") or q.dim() not in (3, 4) or kt.dim() != q.dim() or v.dim() != q.dim():
+        return None
+    if any(t.dtype != torch.float32 or t.device.type != "cpu" for t in (q, kt, v)):
+        return None
+    lead = q.shape[:-2]
+    if kt.shape[:-2] != lead or v.shape[:-2] != lead or q.shape[-1] != kt.shape[-2] or kt.shape[-1] != v.shape[-2]:
+        return None
+    scores = (*lead, q.shape[-2], kt.shape[-1])
+    m = None
+    if mask is not None:
+        if mask.dtype != torch.float32 or mask.device.type != "cpu":
+            return None
+        try:
+            if torch.broadcast_shapes(scores, mask.shape) != scores:
+                return None
+        except RuntimeError:
+            return None
+        m = mask.broadcast_to(scores)
+    if q.dim() == 3:
+        q, kt, v = q.unsqueeze(0), kt.unsqueeze(0), v.unsqueeze(0)
+        m = None if m is None else m.unsqueeze(0)
+    b, h, sq, _ = q.shape
+    dv = v.shape[-1]
+    out = np.empty((b, sq, h, dv), np.float32)
+    _C.attention(q.numpy(), kt.numpy(), v.numpy(), None if m is None else m.numpy(), out.transpose(0, 2, 1, 3), scale)
+    y = torch.from_numpy(out).permute(0, 2, 1, 3)
+    return y[0] if len(lead) == 1 else y
 
 
 def _c_array(x: torch.Tensor) -> np.ndarray:

@@ -88,3 +88,28 @@ def Conv(
 @register("Gelu", since=1, domain=DOMAIN, out=cpu_kernels.gelu_out, fresh=True)
 def Gelu(x: torch.Tensor, approximate: str = "none") -> torch.Tensor:
     return cpu_kernels.gelu(x, approximate)
+
+
+@register("Attention", since=1, domain=DOMAIN, fresh=True)
+def Attention(
+    q: torch.Tensor,
+    kt: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    scale: float = 1.0,
+    scale_op: str = "",
+) -> torch.Tensor:
+    """MatMul(Softmax(MatMul(q, kt) [* or / scale] [+ mask], axis=-1), v): the C++ kernel for float32
+    q/kt/v with the same leading dims, else the same steps on torch."""
+    factor = 1.0 / scale if scale_op == "div" else (scale if scale_op == "mul" else 1.0)
+    out = cpu_kernels.attention(q, kt, v, mask, factor)
+    if out is not None:
+        return out
+    s = torch.matmul(q, kt)
+    if scale_op == "div":
+        s = s / scale
+    elif scale_op == "mul":
+        s = s * scale
+    if mask is not None:
+        s = s + mask
+    return torch.matmul(torch.softmax(s, -1), v)
