@@ -3,6 +3,7 @@
     python bench/sparse.py                 # every case below, 2 threads
     python bench/sparse.py --quick         # smoke run (the 2048-wide MLP at batch 1, short timing)
     python bench/sparse.py --deepsparse ~/ds-venv/bin/python --json out.json
+    python bench/sparse.py --cases "90% b64,90% b1 s128"   # just those cases (labels as printed)
 
 Engines, same thread count each: zeroskip (`load(path, threads=T)`, sparse "auto"), zeroskip's dense plan
 (`options={"sparse": "off"}`), onnxruntime's CPU provider, and DeepSparse 1.8 when a Python that has it is
@@ -290,6 +291,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model-dir", help="keep the exported files here and reuse them (default: a temp dir)")
     p.add_argument("--cache-dir", help="zeroskip's tuning cache for the timed sessions (default: a temp dir)")
     p.add_argument("--no-load-times", action="store_true", help="skip the cold/warm load measurement")
+    p.add_argument(
+        "--cases",
+        help="only the cases whose label contains one of these comma-separated strings ('b64,s128')",
+    )
     p.add_argument("--json", metavar="PATH")
     args = p.parse_args(argv)
     if args.budget is None:
@@ -308,7 +313,10 @@ def main(argv: list[str] | None = None) -> int:
         folder.mkdir(parents=True, exist_ok=True)
         if args.cache_dir is None:
             args.cache_dir = os.path.join(tmp, "cache")
-        for case in QUICK if args.quick else CASES:
+        cases = QUICK if args.quick else CASES
+        if args.cases:
+            cases = [c for c in cases if any(w.strip() in c.label for w in args.cases.split(","))]
+        for case in cases:
             row = run_case(case, args, folder, tmp)
             rows.append(row)
             times = "  ".join(f"{n} {v:.3f}" for n, v in row["p50_ms"].items())

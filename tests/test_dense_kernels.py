@@ -561,3 +561,149 @@ def test_pool2d_errors():
         dense.pool2d(x, "max", (1, 1), out=x)
     with pytest.raises(InputError, match="integers"):
         dense.pool2d(x, "max", (2,))
+
+
+# ---- attention ----
+
+
+def _attention_ref(q, kt, v, mask, scale):
+    s = np.matmul(q.astype(np.float64), kt.astype(np.float64)) * scale
+    if mask is not None:
+        s = s + mask
+    with np.errstate(invalid="ignore"):
+        s = s - s.max(-1, keepdims=True)
+        p = np.exp(s)
+        p /= p.sum(-1, keepdims=True)
+    return p @ v.astype(np.float64)
+
+
+# (B, H, Sq, Sk, D, Dv): vector-sized and odd sizes, single rows/keys, more rows than a work unit.
+ATTN_SHAPES = [
+    (1, 12, 128, 128, 32, 32),
+    (2, 3, 17, 9, 5, 7),
+    (1, 1, 1, 1, 1, 1),
+    (1, 2, 33, 40, 64, 64),
+    (2, 4, 5, 3, 16, 8),
+    (1, 1, 70, 1, 3, 17),
+    (3, 2, 4, 17, 24, 40),
+]
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("shape", ATTN_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_attention(isa, shape, rng):
+    """Against numpy in float64 for permuted q/kt/v views (BERT's layouts), with a broadcast mask and
+    without, into a permuted out view; and for contiguous operands with a full mask."""
+    b, h, sq, sk, d, dv = shape
+    q = rng.standard_normal((b, sq, h, d)).astype(F32).transpose(0, 2, 1, 3)
+    kt = rng.standard_normal((b, sk, h, d)).astype(F32).transpose(0, 2, 3, 1)
+    v = rng.standard_normal((b, sk, h, dv)).astype(F32).transpose(0, 2, 1, 3)
+    pad = np.where(rng.random((b, 1, 1, sk)) < 0.3, -1e4, 0.0).astype(F32)
+    for mask, scale in ((pad, 0.3), (None, 1.0)):
+        out = np.empty((b, sq, h, dv), F32).transpose(0, 2, 1, 3)
+        assert dense.attention(q, kt, v, mask, out, scale=scale, isa=isa) is out
+        ref = _attention_ref(q, kt, v, None if mask is None else np.broadcast_to(mask, (b, h, sq, sk)), scale)
+        np.testing.assert_allclose(out, ref, rtol=0, atol=2e-5 * max(1.0, float(np.abs(ref).max())))
+    qc, ktc, vc = (np.ascontiguousarray(a) for a in (q, kt, v))
+    full = rng.standard_normal((b, h, sq, sk)).astype(F32)
+    y = dense.attention(qc, ktc, vc, full, scale=0.5, isa=isa)
+    np.testing.assert_allclose(y, _attention_ref(qc, ktc, vc, full, 0.5), rtol=0, atol=2e-5 * 10)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_attention_specials(isa):
+    """A fully masked row (-inf everywhere) is NaN like torch; -inf on some keys gives them weight 0;
+    a strided mask whose last dim is not contiguous is read element by element."""
+    q = np.ones((1, 1, 2, 4), F32)
+    kt = np.arange(12, dtype=F32).reshape(1, 1, 4, 3) / 10
+    v = np.arange(6, dtype=F32).reshape(1, 1, 3, 2)
+    mask = np.array([[0.0, -np.inf, 0.0], [-np.inf, -np.inf, -np.inf]], F32)[None, None]
+    y = dense.attention(q, kt, v, mask, isa=isa)
+    assert np.isnan(y[0, 0, 1]).all()
+    np.testing.assert_allclose(y[0, 0, 0], _attention_ref(q, kt, v, mask, 1.0)[0, 0, 0], atol=1e-6)
+    wide = np.zeros((1, 1, 2, 6), F32)
+    wide[..., ::2] = mask
+    y2 = dense.attention(q, kt, v, wide[..., ::2], isa=isa)
+    np.testing.assert_array_equal(np.isnan(y2), np.isnan(y))
+    np.testing.assert_allclose(y2[0, 0, 0], y[0, 0, 0], atol=0)
+
+
+def test_attention_threads_and_errors(rng):
+    """The same bits on 1 and 2 threads (work is split by heads and row blocks); bad operands are
+    InputErrors naming what is wrong."""
+    from zeroskip import kernels
+
+    q, kt, v = (rng.standard_normal(s).astype(F32) for s in ((2, 4, 50, 16), (2, 4, 16, 50), (2, 4, 50, 16)))
+    before = kernels.num_threads()
+    try:
+        kernels.set_num_threads(1)
+        one = dense.attention(q, kt, v)
+        kernels.set_num_threads(2)
+        np.testing.assert_array_equal(dense.attention(q, kt, v), one)
+    finally:
+        kernels.set_num_threads(before)
+    with pytest.raises(InputError, match="float32"):
+        dense.attention(q.astype(np.float64), kt, v)
+    with pytest.raises(InputError, match="kt has shape"):
+        dense.attention(q, kt[..., :3, :], v)
+    with pytest.raises(InputError, match="v has shape"):
+        dense.attention(q, kt, v[:, :, :7])
+    with pytest.raises(InputError, match="4-D"):
+        dense.attention(q[0], kt, v)
+    with pytest.raises(InputError, match="does not broadcast"):
+        dense.attention(q, kt, v, np.zeros((3, 50), F32))
+    with pytest.raises(InputError, match="share memory"):
+        dense.attention(q, kt, v, out=q)
+    with pytest.raises(InputError, match="last dimension"):
+        dense.attention(q, kt, v, out=np.empty((2, 4, 16, 50), F32).transpose(0, 1, 3, 2))
+    with pytest.raises(InputError, match="out has shape"):
+        dense.attention(q, kt, v, out=np.empty((2, 4, 50, 15), F32))
+
+
+# ---- layer normalisation ----
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("n", [1, 7, 8, 31, 32, 33, 384, 1000])
+def test_layernorm(isa, n, rng):
+    """Against numpy in float64, with and without a residual and a bias, in place and out of place;
+    rows offset far from 0 (the two-pass variance keeps them accurate)."""
+    x = (rng.standard_normal((9, n)) * 3 + 50).astype(F32)
+    r = rng.standard_normal((9, n)).astype(F32)
+    w, b = rng.standard_normal(n).astype(F32), rng.standard_normal(n).astype(F32)
+    for res, bias in ((None, b), (r, b), (r, None), (None, None)):
+        z = x.astype(np.float64) + (0 if res is None else res)
+        zc = z - z.mean(-1, keepdims=True)
+        ref = zc / np.sqrt((zc * zc).mean(-1, keepdims=True) + 1e-5) * w + (0 if bias is None else bias)
+        y = dense.layernorm(x, w, bias, residual=res, eps=1e-5, isa=isa)
+        np.testing.assert_allclose(y, ref, rtol=0, atol=2e-5 * max(1.0, float(np.abs(ref).max())))
+        inplace = x.copy()
+        assert dense.layernorm(inplace, w, bias, residual=res, eps=1e-5, out=inplace, isa=isa) is inplace
+        np.testing.assert_array_equal(inplace, y)
+
+
+def test_layernorm_threads_and_errors(rng):
+    from zeroskip import kernels
+
+    x = rng.standard_normal((300, 200)).astype(F32)
+    w = np.ones(200, F32)
+    before = kernels.num_threads()
+    try:
+        kernels.set_num_threads(1)
+        one = dense.layernorm(x, w, residual=x)
+        kernels.set_num_threads(3)
+        np.testing.assert_array_equal(dense.layernorm(x, w, residual=x), one)
+    finally:
+        kernels.set_num_threads(before)
+    with pytest.raises(InputError, match="scale has shape"):
+        dense.layernorm(x, np.ones(199, F32))
+    with pytest.raises(InputError, match="residual has shape"):
+        dense.layernorm(x, w, residual=x[:-1])
+    with pytest.raises(InputError, match="bias has shape"):
+        dense.layernorm(x, w, np.ones(3, F32))
+    with pytest.raises(InputError, match="float32"):
+        dense.layernorm(x.astype(np.float64), w)
+    with pytest.raises(InputError, match="epsilon"):
+        dense.layernorm(x, w, eps=-1.0)
+    with pytest.raises(InputError, match="overlaps"):
+        dense.layernorm(x, w, out=np.lib.stride_tricks.as_strided(x[:, 1:], (300, 200), x.strides))

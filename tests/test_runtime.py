@@ -518,6 +518,137 @@ def test_attention_score_scale_moves_into_the_q_weights(rng):
         np.testing.assert_array_equal(got["qs"], want[1])
 
 
+def _attention_model(scale_op="Div", mask="add", rank=4, softmax_axis=-1, opset=17, extra_use=False, dtype=F):
+    """Attention's core as exported: s = q @ kt [/ or * c] [+ mask]; y = softmax(s) @ v."""
+    b, h, sq, sk, d = ("b", 3, 5, 6, 4) if rank == 4 else ("b", None, 5, 6, 4)
+    lead = [b, h] if rank == 4 else [b]
+    c = numpy_helper.from_array(np.array(2.0, np.float32 if dtype == F else np.float64), "c")
+    nodes = [helper.make_node("MatMul", ["q", "kt"], ["s0"])]
+    last = "s0"
+    if scale_op:
+        nodes.append(helper.make_node(scale_op, [last, "c"], ["s1"]))
+        last = "s1"
+    inputs = [vi("q", [*lead, sq, d], dtype), vi("kt", [*lead, d, sk], dtype), vi("v", [*lead, sk, 3], dtype)]
+    if mask:
+        pair = [last, "m"] if mask == "add" else ["m", last]
+        nodes.append(helper.make_node("Add", pair, ["s2"]))
+        inputs.append(vi("m", [b, *([1] if rank == 4 else []), 1, sk], dtype))
+        last = "s2"
+    axis = {} if softmax_axis is None else {"axis": softmax_axis}
+    nodes += [
+        helper.make_node("Softmax", [last], ["p"], **axis),
+        helper.make_node("MatMul", ["p", "v"], ["y"]),
+    ]
+    outputs = [vi("y", [*lead, sq, 3], dtype)]
+    if extra_use:
+        outputs.append(vi("p", [*lead, sq, sk], dtype))
+    return make(nodes, inputs, outputs, [c] if scale_op else [], opset=opset)
+
+
+def _attention_feeds(model, rng):
+    feeds = {}
+    for i in model.graph.input:
+        shape = [d.dim_value or 2 for d in i.type.tensor_type.shape.dim]
+        a = rng.standard_normal(shape)
+        if i.name == "m":
+            a = np.where(rng.random(shape) < 0.3, -1e4, 0.0)
+        dt = np.float32 if i.type.tensor_type.elem_type == F else np.float64
+        feeds[i.name] = a.astype(dt)
+    return feeds
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {},
+        {"scale_op": "Mul", "mask": "add_swapped"},
+        {"scale_op": "", "mask": ""},
+        {"rank": 3},
+        {"softmax_axis": 3},
+        {"softmax_axis": 3, "opset": 11},
+        {"softmax_axis": None, "opset": 11, "rank": 3},  # opset 11's default axis 1: not the last of 3
+        {"softmax_axis": 2},
+        {"extra_use": True},
+        {"dtype": TensorProto.DOUBLE},
+    ],
+    ids=repr,
+)
+def test_attention_fusion(rng, kw):
+    """The attention core becomes one zeroskip::Attention node exactly when the softmax is over the last
+    axis, the intermediates are private and the scores are float32; results match onnxruntime's."""
+    model = _attention_model(**kw)
+    should = (
+        kw.get("softmax_axis", -1) in (-1, 3)
+        and not kw.get("extra_use")
+        and kw.get("dtype", F) == F
+        and not (kw.get("opset") == 11 and kw.get("softmax_axis", -1) is None)
+    )
+    s = zeroskip.load(model)
+    assert s.stats["attention"] == (1 if should else 0)
+    assert ("Attention" in _fused_ops(model)) == should
+    feeds = _attention_feeds(model, rng)
+    got = s.run(feeds)
+    # onnxruntime, not the ReferenceEvaluator: onnx's evaluator takes opset-11 Softmax over one axis,
+    # not over the flattened trailing dims the spec says.
+    ort = pytest.importorskip("onnxruntime")
+    want_all = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        None, feeds
+    )
+    for o, want in zip(model.graph.output, want_all):
+        np.testing.assert_allclose(got[o.name], want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("b_shape", "axis", "bias", "extra_use", "fused"),
+    [
+        ([2, 5, 8], -1, True, False, True),
+        ([2, 5, 8], 2, False, False, True),
+        ([8], -1, True, False, True),  # a broadcast residual: fused, run as the two ops
+        ([2, 5, 8], 1, True, False, False),  # normalises over two axes
+        ([2, 5, 8], -1, True, True, False),  # the sum is also a graph output
+    ],
+)
+def test_add_layernorm_fusion(rng, b_shape, axis, bias, extra_use, fused):
+    scale = numpy_helper.from_array(
+        rng.standard_normal(8 if axis != 1 else (5, 8)).astype(np.float32), "scale"
+    )
+    inits = [scale]
+    ins = ["z", "scale"]
+    if bias:
+        inits.append(numpy_helper.from_array(rng.standard_normal(scale.dims).astype(np.float32), "bias"))
+        ins.append("bias")
+    nodes = [
+        helper.make_node("Add", ["a", "b"], ["z"]),
+        helper.make_node("LayerNormalization", ins, ["y"], axis=axis, epsilon=1e-3),
+    ]
+    outputs = [vi("y", [2, 5, 8])] + ([vi("z", [2, 5, 8])] if extra_use else [])
+    model = make(nodes, [vi("a", [2, 5, 8]), vi("b", b_shape)], outputs, inits)
+    s = zeroskip.load(model)
+    assert s.stats["add_layernorm"] == int(fused)
+    feeds = {
+        "a": (rng.standard_normal((2, 5, 8)) * 4 + 3).astype(np.float32),
+        "b": rng.standard_normal(b_shape).astype(np.float32),
+    }
+    got = s.run(feeds)
+    for o, want in zip(model.graph.output, reference(model, feeds)):
+        np.testing.assert_allclose(got[o.name], want, rtol=1e-5, atol=1e-5)
+
+
+def test_attention_op_falls_back_to_torch_off_the_kernel(rng):
+    """Operands the kernel does not take (a mask that widens the scores, leading dims that broadcast)
+    run the same steps on torch."""
+    from zeroskip.ops.fused import Attention
+
+    q, kt, v = (
+        torch.from_numpy(rng.standard_normal(s).astype(np.float32)) for s in ((2, 5, 4), (2, 4, 6), (2, 6, 3))
+    )
+    for mask, qq in ((torch.zeros(3, 2, 5, 6), q), (None, q[:1])):
+        want = torch.softmax(torch.matmul(qq, kt) / 2.0 + (0 if mask is None else mask), -1) @ v
+        np.testing.assert_allclose(Attention(qq, kt, v, mask, 2.0, "div"), want, rtol=1e-5, atol=1e-6)
+    got = Attention(q, kt, v, torch.zeros(2, 1, 6), 0.5, "mul")
+    np.testing.assert_allclose(got, torch.softmax(torch.matmul(q, kt) * 0.5, -1) @ v, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize(("act", "opset"), [("Relu", 17), ("Clip", 17), ("Clip", 9), ("ClipLow", 17)])
 @pytest.mark.parametrize(
     ("shape", "group", "pads", "stride"),

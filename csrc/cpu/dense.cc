@@ -133,6 +133,15 @@ void dwconv2d_f32(const DenseOps& ops, const float* x, const float* w, const flo
   });
 }
 
+void layernorm_f32(const DenseOps& ops, const float* x, const float* r, const float* scale, const float* bias,
+                   float* y, size_t rows, size_t n, float eps) {
+  const int parts = parts_for(rows * n, kMinParallelElems, rows);
+  run_parts(parts, [&](int t, int p) {
+    const size_t b = split(rows, 1, t, p), e = split(rows, 1, t + 1, p);
+    if (b < e) ops.layernorm(x + b * n, r ? r + b * n : nullptr, scale, bias, y + b * n, e - b, n, eps);
+  });
+}
+
 void attention_f32(const DenseOps& ops, const AttnShape& s, const float* q, const float* kt, const float* v,
                    const float* mask, float* o) {
   const size_t units = s.units();

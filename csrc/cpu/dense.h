@@ -73,6 +73,11 @@ struct DenseOps {
   // holds attn_scratch_floats(s, 16) floats.
   void (*attention)(const AttnShape& s, const float* q, const float* kt, const float* v, const float* mask, float* o,
                     size_t ub, size_t ue, float* ws);
+  // Layer normalisation of `rows` contiguous rows of n floats, of x + r when r
+  // is given: y = (z - mean) / sqrt(var + eps) * scale + bias (bias may be
+  // null); y may be x (or r).
+  void (*layernorm)(const float* x, const float* r, const float* scale, const float* bias, float* y, size_t rows,
+                    size_t n, float eps);
 };
 
 // Every ISA compiled into this build, fastest last (may include ones this CPU lacks).
@@ -89,6 +94,8 @@ void gemm_small_f32(const DenseOps& ops, const float* w, const float* x, const f
                     size_t k, size_t m, float clamp_min, float clamp_max);
 void dwconv2d_f32(const DenseOps& ops, const float* x, const float* w, const float* bias, float* y,
                   const DwConvShape& s, float clamp_min, float clamp_max);
+void layernorm_f32(const DenseOps& ops, const float* x, const float* r_or_null, const float* scale,
+                   const float* bias_or_null, float* y, size_t rows, size_t n, float eps);
 void attention_f32(const DenseOps& ops, const AttnShape& s, const float* q, const float* kt, const float* v,
                    const float* mask_or_null, float* o);
 

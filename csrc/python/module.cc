@@ -457,6 +457,44 @@ PYBIND11_MODULE(_C, m) {
     zs::softmax_f32(ops, xp, yp, n / cols, cols);
   }, py::arg("x"), py::arg("out"), py::arg("isa") = py::none(),
         "out = softmax(x) along the last dim; out may be x.");
+  m.def("layernorm", [](const py::array& x, const std::optional<py::array>& r, const py::array& scale,
+                        const std::optional<py::array>& bias, const py::array& out, float eps,
+                        const std::optional<std::string>& isa) {
+    const zs::DenseOps& ops = dense_pick(isa);
+    const float* xp = f32_arg(x, "x", false);
+    float* yp = const_cast<float*>(f32_arg(out, "out", true));
+    if (x.ndim() < 1) throw py::value_error("x must have at least one dimension");
+    if (!same_shape(x, out)) throw py::value_error("out has shape " + shape_str(out) + ", x " + shape_str(x));
+    check_inplace_ok(x, out);
+    const float* rp = nullptr;
+    if (r) {
+      rp = f32_arg(*r, "residual", false);
+      if (!same_shape(x, *r))
+        throw py::value_error("residual has shape " + shape_str(*r) + ", x " + shape_str(x));
+      check_inplace_ok(*r, out);
+    }
+    const int64_t n = x.shape(x.ndim() - 1);
+    const float* sp = f32_arg(scale, "scale", false);
+    if (scale.ndim() != 1 || scale.shape(0) != n)
+      throw py::value_error("scale has shape " + shape_str(scale) + ", expected (" + std::to_string(n) + ",)");
+    if (overlaps(scale, out)) throw py::value_error("out must not share memory with scale");
+    const float* bp = nullptr;
+    if (bias) {
+      bp = f32_arg(*bias, "bias", false);
+      if (bias->ndim() != 1 || bias->shape(0) != n)
+        throw py::value_error("bias has shape " + shape_str(*bias) + ", expected (" + std::to_string(n) + ",)");
+      if (overlaps(*bias, out)) throw py::value_error("out must not share memory with bias");
+    }
+    if (!(eps >= 0.0f)) throw py::value_error("epsilon must be >= 0");
+    const size_t size = static_cast<size_t>(x.size());
+    if (size == 0) return;
+    const size_t rows = size / size_t(n);
+    if (size < kReleaseGil) return zs::layernorm_f32(ops, xp, rp, sp, bp, yp, rows, size_t(n), eps);
+    py::gil_scoped_release nogil;
+    zs::layernorm_f32(ops, xp, rp, sp, bp, yp, rows, size_t(n), eps);
+  }, py::arg("x"), py::arg("residual"), py::arg("scale"), py::arg("bias"), py::arg("out"), py::arg("epsilon"),
+        py::arg("isa") = py::none(),
+        "out = layer_norm(x (+ residual)) over the last dim, times scale (+ bias); out may be x or residual.");
   m.def("attention", [](const py::array& q, const py::array& kt, const py::array& v, const std::optional<py::array>& mask,
                         const py::array& out, float scale, const std::optional<std::string>& isa) {
     const zs::DenseOps& ops = dense_pick(isa);

@@ -5,10 +5,12 @@
     y = dense.gemv(w, x, bias, clamp=(0, inf))   # Linear at batch 1..few: x (K,) or (M, K), w (N, K)
     y = dense.dwconv2d(x, w, bias, strides=(2, 2), pads=(1, 1, 1, 1), clamp=(0, 6))  # depthwise, NCHW
     y = dense.pool2d(x, "max", (3, 3), strides=(2, 2), pads=(1, 1, 1, 1))  # max / avg pooling, NCHW
+    o = dense.attention(q, kt, v, mask, scale=0.125)  # softmax(scale q @ kt + mask) @ v per head
+    y = dense.layernorm(x, w, b, residual=r)  # layer_norm(x + r) over the last dim, * w + b
 
-Arrays must be float32 and C-contiguous (nothing is copied or converted). `out`, if given, must
-have the result's shape; gelu and softmax may run in place (out=x). `isa` forces one compiled ISA
-(see `isas()`); default: the fastest this CPU runs.
+Arrays must be float32 and C-contiguous (attention: any strides; nothing is copied or converted).
+`out`, if given, must have the result's shape; gelu, softmax and layernorm may run in place (out=x).
+`isa` forces one compiled ISA (see `isas()`); default: the fastest this CPU runs.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import numpy as np
 from zeroskip import _C, _args
 from zeroskip.errors import InputError, KernelError
 
-__all__ = ["dwconv2d", "gelu", "gemv", "isas", "pool2d", "softmax"]
+__all__ = ["attention", "dwconv2d", "gelu", "gemv", "isas", "layernorm", "pool2d", "softmax"]
 
 
 def isas() -> list[dict[str, Any]]:
@@ -158,4 +160,58 @@ def pool2d(
     else:
         y = _args.given_out(out, "pool2d")
     _call("pool2d", _C.pool2d, xa, y, kind, (kh, kw), (sh, sw), (pt, pl, pb, pr), (dh, dw))
+    return y
+
+
+def attention(
+    q: Any,
+    kt: Any,
+    v: Any,
+    mask: Any = None,
+    out: np.ndarray | None = None,
+    *,
+    scale: float = 1.0,
+    isa: str | None = None,
+) -> np.ndarray:
+    """softmax(scale * q @ kt + mask) @ v for each (batch, head): q (B, H, Sq, D), kt (B, H, D, Sk),
+    v (B, H, Sk, Dv), mask None or broadcastable to (B, H, Sq, Sk); returns (B, H, Sq, Dv). Operands
+    may be any strided views (a transposed K, a broadcast mask): they are read in place. `out`, if
+    given, must be (B, H, Sq, Dv) float32 with a contiguous last dim and share no memory with the rest."""
+    qa, ka, va = _array(q, "q"), _array(kt, "kt"), _array(v, "v")
+    m = None
+    if mask is not None:
+        m = _array(mask, "mask")
+        if qa.ndim == 4 and ka.ndim == 4:
+            want = (*qa.shape[:3], ka.shape[3])
+            try:
+                m = np.broadcast_to(m, want)
+            except ValueError:
+                raise InputError(f"attention: mask of shape {m.shape} does not broadcast to {want}") from None
+    if out is None:
+        if qa.ndim != 4 or va.ndim != 4:
+            raise InputError(f"attention: q and v must be 4-D, got shapes {qa.shape} and {va.shape}")
+        y = np.empty((*qa.shape[:3], va.shape[3]), dtype=np.float32)
+    else:
+        y = _args.given_out(out, "attention")
+    _call("attention", _C.attention, qa, ka, va, m, y, float(scale), isa)
+    return y
+
+
+def layernorm(
+    x: Any,
+    scale: Any,
+    bias: Any = None,
+    *,
+    residual: Any = None,
+    eps: float = 1e-5,
+    out: np.ndarray | None = None,
+    isa: str | None = None,
+) -> np.ndarray:
+    """Layer normalisation over the last dim of x (+ residual, same shape): (z - mean) / sqrt(var + eps)
+    * scale + bias, with scale and bias of the last dim's length."""
+    xa, sa = _array(x, "x"), _array(scale, "scale")
+    ra = None if residual is None else _array(residual, "residual")
+    ba = None if bias is None else _array(bias, "bias")
+    y = np.empty_like(xa, dtype=np.float32) if out is None else _args.given_out(out, "layernorm")
+    _call("layernorm", _C.layernorm, xa, ra, sa, ba, y, float(eps), isa)
     return y

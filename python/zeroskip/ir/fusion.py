@@ -9,6 +9,8 @@
 - The attention core of float32 graphs, MatMul(Softmax(MatMul(q, kt) [* or / c] [+ mask]), v) with the
   softmax over the last axis, becomes `zeroskip::Attention(q, kt, v, mask, scale, scale_op)`: one
   kernel pass per head, the scores never written out.
+- A residual Add feeding only a LayerNormalization (float32, over the last axis, one output) becomes
+  `zeroskip::AddLayerNorm`: the sum is normalised while it is still in cache.
 
 A chain is fused only when its intermediate values feed nothing else and are not graph outputs.
 """
@@ -95,7 +97,32 @@ def fuse(g: Graph) -> dict[str, int]:
     counts["scale_folded"] = _fold_score_scale(g)
     counts["conv_act"] = _fuse_conv_activation(g)
     counts["attention"] = _fuse_attention(g)
+    counts["add_layernorm"] = _fuse_add_layernorm(g)
     return counts
+
+
+def _fuse_add_layernorm(g: Graph) -> int:
+    fused = 0
+    for ln in list(g.nodes):
+        if ln.op_type != "LayerNormalization" or ln.domain != "" or ln not in g.nodes or len(ln.outputs) != 1:
+            continue
+        if ln.attrs.get("stash_type", 1) != 1 or len(ln.inputs) < 2:
+            continue
+        z = ln.inputs[0]
+        shape = z.shape if z is not None else None
+        axis = ln.attrs.get("axis", -1)
+        if axis != -1 and (shape is None or axis != len(shape) - 1):
+            continue
+        idx = _Index(g)
+        add = idx.private_producer(z, "Add")
+        if add is None or z.dtype != _FLOAT or any(v is None for v in add.inputs):
+            continue
+        attrs = {"epsilon": ln.attrs.get("epsilon", 1e-5)}
+        new = Node(ln.name, "AddLayerNorm", DOMAIN, [*add.inputs, *ln.inputs[1:3]], [ln.outputs[0]], attrs)
+        new.fused_from = ["Add", "LayerNormalization"]
+        _replace(g, [add, ln], new)
+        fused += 1
+    return fused
 
 
 _FLOAT = 1  # onnx.TensorProto.FLOAT
@@ -118,7 +145,13 @@ def _fuse_attention(g: Graph) -> int:
         idx = _Index(g)
         p = sm.outputs[0]
         pv = idx.only_use(p)
-        if pv is None or pv.op_type != "MatMul" or pv.domain != "" or pv.inputs[0] is not p or pv.inputs[1] is p:
+        if (
+            pv is None
+            or pv.op_type != "MatMul"
+            or pv.domain != ""
+            or pv.inputs[0] is not p
+            or pv.inputs[1] is p
+        ):
             continue
         if not _last_axis_softmax(g, sm):
             continue
@@ -133,7 +166,14 @@ def _fuse_attention(g: Graph) -> int:
             attrs["scale"] = _scalar(scale_node.inputs[1])
             attrs["scale_op"] = "div" if scale_node.op_type == "Div" else "mul"
         nodes = [n for n in (mm, scale_node, add, sm, pv) if n is not None]
-        new = Node(mm.name, "Attention", DOMAIN, [mm.inputs[0], mm.inputs[1], pv.inputs[1], mask], [pv.outputs[0]], attrs)
+        new = Node(
+            mm.name,
+            "Attention",
+            DOMAIN,
+            [mm.inputs[0], mm.inputs[1], pv.inputs[1], mask],
+            [pv.outputs[0]],
+            attrs,
+        )
         new.fused_from = [n.op_type for n in nodes]
         _replace(g, nodes, new)
         fused += 1
@@ -141,14 +181,19 @@ def _fuse_attention(g: Graph) -> int:
 
 
 def _scores_chain(idx: _Index, x: Value | None) -> tuple[Node, Node | None, Node | None, Value | None] | None:
-    """x = MatMul(q, kt) [* or / scalar constant] [+ mask], each step private: (MatMul, scale node, Add, mask)."""
+    """x = MatMul(q, kt) [* or / scalar constant] [+ mask], each step private: (MatMul, scale node, Add,
+    mask)."""
     add, mask = None, None
     if x is not None and x.producer is not None and x.producer.op_type == "Add":
         add = idx.private_producer(x, "Add")
         if add is None:
             return None
         for s_in, m_in in ((add.inputs[0], add.inputs[1]), (add.inputs[1], add.inputs[0])):
-            if s_in is not None and s_in.producer is not None and s_in.producer.op_type in ("MatMul", "Mul", "Div"):
+            if (
+                s_in is not None
+                and s_in.producer is not None
+                and s_in.producer.op_type in ("MatMul", "Mul", "Div")
+            ):
                 x, mask = s_in, m_in
                 break
         else:

@@ -22,6 +22,7 @@ __all__ = [
     "conv_dense_csr",
     "gelu",
     "gelu_out",
+    "layernorm",
     "linear_small",
     "pool2d",
     "softmax",
@@ -64,6 +65,33 @@ def softmax(x: torch.Tensor) -> torch.Tensor:
     return y
 
 
+def layernorm(
+    x: torch.Tensor, residual: torch.Tensor | None, scale: torch.Tensor, bias: torch.Tensor | None, eps: float
+) -> torch.Tensor | None:
+    """layer_norm(x (+ residual)) over the last dim, times scale (+ bias), through the C++ kernel; None
+    when the operands do not fit it (not float32, strided, a residual of another shape)."""
+    if not hasattr(_C, "layernorm") or x.dim() < 1:
+        return None
+    ts = (x, scale, *(t for t in (residual, bias) if t is not None))
+    if any(t.dtype != torch.float32 or t.device.type != "cpu" or not t.is_contiguous() for t in ts):
+        return None
+    n = x.shape[-1]
+    if scale.shape != (n,) or (bias is not None and bias.shape != (n,)):
+        return None
+    if residual is not None and residual.shape != x.shape:
+        return None
+    y = np.empty(tuple(x.shape), np.float32)
+    _C.layernorm(
+        x.numpy(),
+        None if residual is None else residual.numpy(),
+        scale.numpy(),
+        None if bias is None else bias.numpy(),
+        y,
+        float(eps),
+    )
+    return torch.from_numpy(y)
+
+
 def attention(
     q: torch.Tensor, kt: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, scale: float
 ) -> torch.Tensor | None:
@@ -76,7 +104,12 @@ def attention(
     if any(t.dtype != torch.float32 or t.device.type != "cpu" for t in (q, kt, v)):
         return None
     lead = q.shape[:-2]
-    if kt.shape[:-2] != lead or v.shape[:-2] != lead or q.shape[-1] != kt.shape[-2] or kt.shape[-1] != v.shape[-2]:
+    if (
+        kt.shape[:-2] != lead
+        or v.shape[:-2] != lead
+        or q.shape[-1] != kt.shape[-2]
+        or kt.shape[-1] != v.shape[-2]
+    ):
         return None
     scores = (*lead, q.shape[-2], kt.shape[-1])
     m = None
@@ -95,7 +128,9 @@ def attention(
     b, h, sq, _ = q.shape
     dv = v.shape[-1]
     out = np.empty((b, sq, h, dv), np.float32)
-    _C.attention(q.numpy(), kt.numpy(), v.numpy(), None if m is None else m.numpy(), out.transpose(0, 2, 1, 3), scale)
+    _C.attention(
+        q.numpy(), kt.numpy(), v.numpy(), None if m is None else m.numpy(), out.transpose(0, 2, 1, 3), scale
+    )
     y = torch.from_numpy(out).permute(0, 2, 1, 3)
     return y[0] if len(lead) == 1 else y
 

@@ -113,3 +113,19 @@ def Attention(
     if mask is not None:
         s = s + mask
     return torch.matmul(torch.softmax(s, -1), v)
+
+
+@register("AddLayerNorm", since=1, domain=DOMAIN, fresh=True)
+def AddLayerNorm(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    scale: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    epsilon: float = 1e-5,
+) -> torch.Tensor:
+    """LayerNormalization(a + b, scale, bias) over the last axis: one C++ pass when a and b have the same
+    shape, else the two ops."""
+    y = cpu_kernels.layernorm(a, b, scale, bias, epsilon)
+    if y is not None:
+        return y
+    return nn.LayerNormalization(a + b, scale, bias, -1, epsilon)
