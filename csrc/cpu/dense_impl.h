@@ -497,16 +497,57 @@ struct Impl {
 
   // ---- attention: o = softmax(scale * q @ kt + mask) @ v, per (batch, head) ----
   // Per head, K^T and V are packed once (zero-padded to whole vectors:
-  // D x skp and Sk x dvp), then query rows go in tiles of R: R x Sk scores
-  // (R rows x 2 vectors of keys per step, each K^T vector reused by R rows),
-  // scale and mask, softmax in place, and R x Dv outputs (2 vectors of V per
-  // step, each reused by R rows). The scores of a tile stay in L1.
+  // D x skp and Sk x dvp), then query rows go in tiles of R:
+  //   scores: R rows x 2 vectors of keys per step (each K^T vector reused by
+  //     R rows), scaled, masked and max-tracked as they are stored;
+  //   exp(s - max) in place, summed (4 vectors in flight: the polynomial is a
+  //     long dependency chain);
+  //   R x Dv outputs from the unnormalised weights (each V vector reused by R
+  //     rows), times 1 / sum as they are stored.
+  // One pass over the scores besides the two products; they stay in L1.
+  // A row holding NaN or +inf, or only -inf, gives NaN (as softmax does).
   static size_t round_w(size_t n) { return (n + W - 1) / W * W; }
+
+  // s[j] = exp(s[j] - mx) for j < n; returns their sum.
+  static float exp_shifted(float* s, size_t n, float mx) {
+    const R vm = V::bcast(mx);
+    R a0 = V::zero(), a1 = V::zero(), a2 = V::zero(), a3 = V::zero();
+    size_t j = 0;
+    for (; j + 4 * W <= n; j += 4 * W) {
+      const R e0 = exp(V::sub(V::load(s + j), vm)), e1 = exp(V::sub(V::load(s + j + W), vm));
+      const R e2 = exp(V::sub(V::load(s + j + 2 * W), vm)), e3 = exp(V::sub(V::load(s + j + 3 * W), vm));
+      V::store(s + j, e0);
+      V::store(s + j + W, e1);
+      V::store(s + j + 2 * W, e2);
+      V::store(s + j + 3 * W, e3);
+      a0 = V::add(a0, e0);
+      a1 = V::add(a1, e1);
+      a2 = V::add(a2, e2);
+      a3 = V::add(a3, e3);
+    }
+    for (; j + W <= n; j += W) {
+      const R e = exp(V::sub(V::load(s + j), vm));
+      V::store(s + j, e);
+      a0 = V::add(a0, e);
+    }
+    float sum = V::hsum(V::add(V::add(a0, a1), V::add(a2, a3)));
+    if (j < n) {
+      const int c = int(n - j);
+      V::store_part(s + j, exp(V::sub(V::load_part(s + j, c), vm)), c);
+      for (; j < n; ++j) sum += s[j];
+    }
+    return sum;
+  }
 
   template <int RT>
   static void attn_tile(const AttnShape& s, const float* qp, const float* ktp, const float* vp,
                         const float* const* mrow, float* sc, float* const* orow) {
     const size_t skp = round_w(s.sk), dvp = round_w(s.dv), d = s.d;
+    const size_t sk_full = s.sk / W * W;  // keys in whole vectors
+    const bool vec_mask = mrow && s.m[3] == 1;
+    const R vs = V::bcast(s.scale);
+    R vmax[RT];
+    for (int r = 0; r < RT; ++r) vmax[r] = V::bcast(-__builtin_inff());
     for (size_t j = 0; j < skp; j += 2 * W) {
       const int nv = j + 2 * W <= skp ? 2 : 1;
       R acc[RT][2];
@@ -527,48 +568,64 @@ struct Impl {
         }
       }
       for (int r = 0; r < RT; ++r)
-        for (int v = 0; v < nv; ++v) V::store(sc + r * skp + j + v * W, acc[r][v]);
+        for (int v = 0; v < nv; ++v) {
+          const size_t jv = j + size_t(v) * W;
+          R t = acc[r][v];
+          if (vec_mask && jv < sk_full) {
+            t = V::fma(t, vs, V::load(mrow[r] + jv));
+          } else if (!mrow) {
+            t = V::mul(t, vs);
+          }  // else: scaled and masked element by element below
+          V::store(sc + r * skp + jv, t);
+          if (jv < sk_full && (vec_mask || !mrow)) vmax[r] = V::max(vmax[r], t);
+        }
     }
-    const R vs = V::bcast(s.scale);
+    float inv[RT];
     for (int r = 0; r < RT; ++r) {
       float* row = sc + r * skp;
-      const float* m = mrow ? mrow[r] : nullptr;
-      if (m && s.m[3] == 1) {
-        size_t j = 0;
-        for (; j + W <= s.sk; j += W) V::store(row + j, V::fma(V::load(row + j), vs, V::load(m + j)));
-        if (j < s.sk) {
-          const int c = int(s.sk - j);
-          V::store_part(row + j, V::fma(V::load_part(row + j, c), vs, V::load_part(m + j, c)), c);
+      float mx = hmax(vmax[r]);
+      // Keys past the whole vectors, and every key of a mask read element by element.
+      for (size_t j = (vec_mask || !mrow) ? sk_full : 0; j < s.sk; ++j) {
+        if (mrow) {
+          row[j] = row[j] * s.scale + mrow[r][static_cast<ptrdiff_t>(j) * s.m[3]];
+        } else {
+          row[j] *= s.scale;
         }
-      } else if (m) {
-        for (size_t j = 0; j < s.sk; ++j) row[j] = row[j] * s.scale + m[static_cast<ptrdiff_t>(j) * s.m[3]];
-      } else {
-        for (size_t j = 0; j < skp; j += W) V::store(row + j, V::mul(V::load(row + j), vs));
+        mx = row[j] > mx ? row[j] : mx;
       }
-      softmax_row(row, row, s.sk);
+      inv[r] = 1.0f / exp_shifted(row, s.sk, mx);
     }
     for (size_t c = 0; c < dvp; c += 2 * W) {
       const int nv = c + 2 * W <= dvp ? 2 : 1;
       R acc[RT][2];
       for (int r = 0; r < RT; ++r) acc[r][0] = acc[r][1] = V::zero();
-      for (size_t j = 0; j < s.sk; ++j) {
-        const R v0 = V::load(vp + j * dvp + c);
-        const R v1 = nv == 2 ? V::load(vp + j * dvp + c + W) : V::zero();
-        for (int r = 0; r < RT; ++r) {
-          const R pb = V::bcast(sc[r * skp + j]);
-          acc[r][0] = V::fma(pb, v0, acc[r][0]);
-          acc[r][1] = V::fma(pb, v1, acc[r][1]);
-        }
-      }
-      for (int r = 0; r < RT; ++r)
-        for (int v = 0; v < nv; ++v) {
-          const size_t c0 = c + size_t(v) * W;
-          if (c0 + W <= s.dv) {
-            V::store(orow[r] + c0, acc[r][v]);
-          } else if (c0 < s.dv) {
-            V::store_part(orow[r] + c0, acc[r][v], int(s.dv - c0));
+      if (nv == 2) {
+        for (size_t j = 0; j < s.sk; ++j) {
+          const R v0 = V::load(vp + j * dvp + c), v1 = V::load(vp + j * dvp + c + W);
+          for (int r = 0; r < RT; ++r) {
+            const R pb = V::bcast(sc[r * skp + j]);
+            acc[r][0] = V::fma(pb, v0, acc[r][0]);
+            acc[r][1] = V::fma(pb, v1, acc[r][1]);
           }
         }
+      } else {
+        for (size_t j = 0; j < s.sk; ++j) {
+          const R v0 = V::load(vp + j * dvp + c);
+          for (int r = 0; r < RT; ++r) acc[r][0] = V::fma(V::bcast(sc[r * skp + j]), v0, acc[r][0]);
+        }
+      }
+      for (int r = 0; r < RT; ++r) {
+        const R vi = V::bcast(inv[r]);
+        for (int v = 0; v < nv; ++v) {
+          const size_t c0 = c + size_t(v) * W;
+          const R o = V::mul(acc[r][v], vi);
+          if (c0 + W <= s.dv) {
+            V::store(orow[r] + c0, o);
+          } else if (c0 < s.dv) {
+            V::store_part(orow[r] + c0, o, int(s.dv - c0));
+          }
+        }
+      }
     }
   }
 
