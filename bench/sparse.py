@@ -10,7 +10,8 @@ Engines, same thread count each: zeroskip (`load(path, threads=T)`, sparse "auto
 given (`--deepsparse`, or $ZEROSKIP_DEEPSPARSE_PYTHON): it needs its own venv (`pip install
 deepsparse==1.8.0`) and runs in a worker process (bench/deepsparse_worker.py) on a static-shape copy.
 The local engines are interleaved round by round (a random order each round, a short sleep before
-each burst so the previous engine's spinning workers stop), every call timed on its own; DeepSparse, whose
+each burst of back-to-back calls (--burst seconds) so the previous engine's spinning workers stop),
+every call timed on its own; DeepSparse, whose
 idle workers spin as long as its process lives, runs in phases of its own (a fresh worker each)
 alternating with theirs (--phases). The ratios are of p50s measured in the same run. Outputs are
 checked against onnxruntime's (max |diff| / max |ort|).
@@ -189,6 +190,8 @@ def run_case(case: Case, args: argparse.Namespace, folder: Path, tmp: str) -> di
             min_rounds=args.min_rounds,
             max_rounds=1000,
             settle=args.settle,
+            burst_s=args.burst,
+            max_burst=1000,
             seed=len(engines[0].samples),
         )
         if args.deepsparse:
@@ -285,6 +288,10 @@ def main(argv: list[str] | None = None) -> int:
     # onnxruntime's idle workers spin for 20-100 ms after a run (measured here: a 45 ms zeroskip run
     # took 83 ms 20 ms after an onnxruntime run, 46 ms 100 ms after).
     p.add_argument("--settle", type=float, default=0.1, help="sleep before each burst, s (default 0.1)")
+    # DeepSparse is timed in back-to-back calls (its phases); the local engines get bursts of the same
+    # kind, long enough that the first call after the settle sleep (cold caches, a CPU just woken: 6.1 ms
+    # back to back vs 6.7-8.9 ms in bursts of 3 after 0.1 s sleeps, mlp2048 90% b64) is a small share.
+    p.add_argument("--burst", type=float, default=0.25, help="seconds of back-to-back calls per burst")
     p.add_argument(
         "--phases", type=int, default=3, help="DeepSparse / local-engine phases per case (default 3)"
     )

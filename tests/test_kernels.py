@@ -662,3 +662,35 @@ class TestPackRejectsCorruptWeights:
         meta = np.array([[0b0100 | 0b01]], dtype=np.uint8)  # offsets 1, 1
         a = NM(np.ones((1, 2)), meta, (1, 4), validate=False)
         assert "strictly increasing" in self._pack(a)
+
+
+@pytest.mark.parametrize("k", [p for f in ("csr", "bsr", "nm") for p in _param(f)])
+def test_linear_transposed_layouts(k, rng):
+    """x given as (K, M) and/or y written as (N, M) give the bits of the plain layout, transposed, for
+    row-by-row, whole-transpose and per-thread-block batch sizes."""
+    a, _ = _sparse(k.format, rng.standard_normal((70, 132)).astype(np.float32), rng)
+    bias = rng.standard_normal(70).astype(np.float32)
+    for m in (1, 2, 3, 17, 64, 128, 256):
+        x = rng.standard_normal((m, 132)).astype(np.float32)
+        want = kernels.linear(a, x, bias=bias, kernel=k.name, clamp=(-1.0, 2.0))
+        xt = np.ascontiguousarray(x.T)
+        for x_t in (False, True):
+            for y_t in (False, True):
+                got = kernels.linear(
+                    a,
+                    xt if x_t else x,
+                    bias=bias,
+                    kernel=k.name,
+                    clamp=(-1.0, 2.0),
+                    x_transposed=x_t,
+                    out_transposed=y_t,
+                )
+                np.testing.assert_array_equal(
+                    got.T if y_t else got, want, err_msg=f"M={m} x_t={x_t} y_t={y_t}"
+                )
+    with pytest.raises(InputError, match="x has shape"):
+        kernels.linear(a, np.ones((5, 132), np.float32), x_transposed=True)
+    with pytest.raises(InputError, match="out has shape"):
+        kernels.linear(
+            a, np.ones((5, 132), np.float32), out=np.empty((5, 70), np.float32), out_transposed=True
+        )

@@ -492,3 +492,63 @@ def test_progress_line_while_tuning(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "fc/MatMul" in err
     assert err.endswith("\r\033[K")  # the line is cleared when tuning ends
     assert s.report().rows[0]["source"] == "measured"
+
+
+def _chain_model(ws: list[np.ndarray], side_output: bool) -> bytes:
+    """x -> relu(x @ W1.T) -> ... (MatMul + Relu links); with side_output the first link's result is
+    also a graph output."""
+    nodes, inits = [], []
+    h = "x"
+    for i, w in enumerate(ws):
+        inits.append(numpy_helper.from_array(np.ascontiguousarray(w.T), f"W{i}"))
+        nodes.append(helper.make_node("MatMul", [h, f"W{i}"], [f"m{i}"]))
+        nodes.append(helper.make_node("Relu", [f"m{i}"], [f"h{i}"]))
+        h = f"h{i}"
+    outs = [helper.make_tensor_value_info(h, TensorProto.FLOAT, ["batch", ws[-1].shape[0]])]
+    if side_output:
+        outs.append(helper.make_tensor_value_info("h0", TensorProto.FLOAT, ["batch", ws[0].shape[0]]))
+    g = helper.make_graph(
+        nodes,
+        "chain",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", ws[0].shape[1]])],
+        outs,
+        inits,
+    )
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+
+
+@pytest.mark.parametrize("side_output", [False, True])
+@pytest.mark.parametrize("batch", [1, 3, 70, 128])
+def test_sparse_linear_chains_pass_transposed_values(tmp_path: Path, side_output: bool, batch: int) -> None:
+    """Consecutive sparse Linears hand each other (N, M) transposes (no transposes between links); a
+    value also read elsewhere (a graph output here) keeps its layout. Same bits as running the links
+    one by one, and onnxruntime's numbers."""
+    from zeroskip import kernels
+    from zeroskip.formats import CSR
+    from zeroskip.ops.cpu_kernels import SparseLinear
+
+    ws = [_weight(48, 40, 0.9, 1), _weight(56, 48, 0.9, 2), _weight(24, 56, 0.9, 3)]
+    model = _chain_model(ws, side_output)
+    x = np.random.default_rng(0).standard_normal((batch, 40)).astype(np.float32)
+    s = _load(model, tmp_path, sparse="force-csr")
+    got = s.run({"x": x})
+    plan = s.program.plan_for([torch.from_numpy(x)])
+    runners = [v for v in plan._ns.values() if isinstance(v, SparseLinear)]
+    assert len(runners) == 3
+    layouts = sorted((r.x_t, r.y_t) for r in runners)
+    if batch == 1:
+        want = [(False, False)] * 3
+    elif side_output:  # h0 is read by the graph too: only the second link hands on a transpose
+        want = [(False, False), (False, True), (True, False)]
+    else:
+        want = [(False, True), (True, False), (True, True)]
+    assert layouts == want
+    h = x
+    for w, r in zip(ws, runners):  # the same kernels, link by link, in the plain layout
+        h = kernels.linear(CSR.from_dense(w), h, kernel=r.kernel, clamp=(0.0, np.inf))
+    np.testing.assert_array_equal(got["h2"], h)
+    ort = pytest.importorskip("onnxruntime")
+    ref = ort.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    np.testing.assert_allclose(got["h2"], ref[0], rtol=1e-4, atol=1e-4)
+    if side_output:
+        np.testing.assert_allclose(got["h0"], ref[1], rtol=1e-4, atol=1e-4)

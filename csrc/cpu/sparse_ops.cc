@@ -179,10 +179,22 @@ bool linear_blocks_balance(int64_t m, int64_t nb, int threads) {
 }
 
 template <class View>
-void linear(const KernelInfo& k, const View& a, const float* x, float* y, int64_t m, const SpmmParams& p) {
+void linear(const KernelInfo& k, const View& a, const float* x, float* y, int64_t m, const SpmmParams& p,
+            LinearLayout lay) {
   if (m <= 0 || a.m == 0) return;
+  if (m == 1) lay = {};  // a vector is its own transpose
   if (m <= rowwise_max(a)) {
-    for (int64_t j = 0; j < m; ++j) spmm(k, a, x + j * a.k, y + j * a.m, 1, p);
+    // Transposed operands of so few rows are turned around here, so that a
+    // chain's links compute exactly what the plain layout does.
+    const float* xr = x;
+    if (lay.x_t) {
+      float* buf = buffer(kIn).get(static_cast<size_t>(a.k * m));
+      transpose_f32(x, buf, a.k, m);
+      xr = buf;
+    }
+    float* yr = lay.y_t ? buffer(kOut).get(static_cast<size_t>(a.m * m)) : y;
+    for (int64_t j = 0; j < m; ++j) spmm(k, a, xr + j * a.k, yr + j * a.m, 1, p);
+    if (lay.y_t) transpose_f32(yr, y, m, a.m);
     return;
   }
   // Blocks of nb batch rows, one thread each: transpose the block into a
@@ -191,7 +203,7 @@ void linear(const KernelInfo& k, const View& a, const float* x, float* y, int64_
   // between them; transposing all of x, running the row-split kernel and
   // transposing all of y cost two extra pool wake-ups and passes over memory
   // (90% sparse, 2 threads, Zen 1: 128 x 384 by 384^2 175 us that way, of
-  // which 55 us transposes).
+  // which 55 us transposes). Transposed operands are copied by rows instead.
   const int64_t nb = k.tile_n > 8 ? k.tile_n : 8, units = (m + nb - 1) / nb;
   if (linear_blocks_balance(m, nb, num_threads())) {
     parallel_units(units, 1, units * nb * a.k, [&](int64_t ub, int64_t ue) {
@@ -199,18 +211,30 @@ void linear(const KernelInfo& k, const View& a, const float* x, float* y, int64_
       float* yb = buffer(kYBlock).get(static_cast<size_t>(a.m * nb));
       for (int64_t u = ub; u < ue; ++u) {
         const int64_t q0 = u * nb, w = min64(nb, m - q0);
-        transpose_cols(x + q0 * a.k, a.k, col, w, w, 0, a.k);
+        if (lay.x_t) {
+          for (int64_t r = 0; r < a.k; ++r) std::memcpy(col + r * w, x + r * m + q0, sizeof(float) * w);
+        } else {
+          transpose_cols(x + q0 * a.k, a.k, col, w, w, 0, a.k);
+        }
         spmm_serial(k, a, col, yb, w, p);
-        transpose_cols(yb, w, y + q0 * a.m, a.m, a.m, 0, w);
+        if (lay.y_t) {
+          for (int64_t r = 0; r < a.m; ++r) std::memcpy(y + r * m + q0, yb + r * w, sizeof(float) * w);
+        } else {
+          transpose_cols(yb, w, y + q0 * a.m, a.m, a.m, 0, w);
+        }
       }
     });
     return;
   }
-  float* xt = buffer(kIn).get(static_cast<size_t>(a.k * m));
-  float* yt = buffer(kOut).get(static_cast<size_t>(a.m * m));
-  transpose_f32(x, xt, m, a.k);
+  const float* xt = x;
+  if (!lay.x_t) {
+    float* buf = buffer(kIn).get(static_cast<size_t>(a.k * m));
+    transpose_f32(x, buf, m, a.k);
+    xt = buf;
+  }
+  float* yt = lay.y_t ? y : buffer(kOut).get(static_cast<size_t>(a.m * m));
   spmm(k, a, xt, yt, m, p);
-  transpose_f32(yt, y, a.m, m);
+  if (!lay.y_t) transpose_f32(yt, y, a.m, m);
 }
 
 template <class View>
@@ -264,14 +288,17 @@ void im2col_f32(const float* x, float* col, const Conv2dShape& s) {
   parallel_units(rows, 1, rows * ohw, [&](int64_t rb, int64_t re) { im2col_part(x, col, ohw, s, rb, re, 0, ohw); });
 }
 
-void spmm_linear(const KernelInfo& k, const CsrF32& a, const float* x, float* y, int64_t m, const SpmmParams& p) {
-  linear(k, a, x, y, m, p);
+void spmm_linear(const KernelInfo& k, const CsrF32& a, const float* x, float* y, int64_t m, const SpmmParams& p,
+                 LinearLayout layout) {
+  linear(k, a, x, y, m, p, layout);
 }
-void spmm_linear(const KernelInfo& k, const BsrF32& a, const float* x, float* y, int64_t m, const SpmmParams& p) {
-  linear(k, a, x, y, m, p);
+void spmm_linear(const KernelInfo& k, const BsrF32& a, const float* x, float* y, int64_t m, const SpmmParams& p,
+                 LinearLayout layout) {
+  linear(k, a, x, y, m, p, layout);
 }
-void spmm_linear(const KernelInfo& k, const NmF32& a, const float* x, float* y, int64_t m, const SpmmParams& p) {
-  linear(k, a, x, y, m, p);
+void spmm_linear(const KernelInfo& k, const NmF32& a, const float* x, float* y, int64_t m, const SpmmParams& p,
+                 LinearLayout layout) {
+  linear(k, a, x, y, m, p, layout);
 }
 
 void spmm_conv2d(const KernelInfo& k, const CsrF32& a, const float* x, float* y, const Conv2dShape& s,

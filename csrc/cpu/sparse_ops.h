@@ -20,9 +20,20 @@ namespace zs {
 // (per row of A). Up to 2 or 3 rows (per format, measured) run the batch-1
 // kernel on each row of x as a column; more rows transpose x into a.k x m
 // scratch, run the kernel into a.m x m scratch and transpose that into y.
-void spmm_linear(const KernelInfo& k, const CsrF32& a, const float* x, float* y, int64_t m, const SpmmParams& p);
-void spmm_linear(const KernelInfo& k, const BsrF32& a, const float* x, float* y, int64_t m, const SpmmParams& p);
-void spmm_linear(const KernelInfo& k, const NmF32& a, const float* x, float* y, int64_t m, const SpmmParams& p);
+// Where a Linear's operands lie: x (M, K) and y (M, N) row-major by default;
+// x_t: x is given as its transpose (K, M), y_t: y is written as (N, M). A
+// chain of sparse Linears passes the transposed form between its links and
+// skips two transposes per link.
+struct LinearLayout {
+  bool x_t = false, y_t = false;
+};
+
+void spmm_linear(const KernelInfo& k, const CsrF32& a, const float* x, float* y, int64_t m, const SpmmParams& p,
+                 LinearLayout layout = {});
+void spmm_linear(const KernelInfo& k, const BsrF32& a, const float* x, float* y, int64_t m, const SpmmParams& p,
+                 LinearLayout layout = {});
+void spmm_linear(const KernelInfo& k, const NmF32& a, const float* x, float* y, int64_t m, const SpmmParams& p,
+                 LinearLayout layout = {});
 
 // A 2-D convolution, NCHW, groups == 1, zero padding:
 // OH = (H + pad_t + pad_b - dh (KH - 1) - 1) / sh + 1, likewise OW; all >= 1.

@@ -117,15 +117,16 @@ void run_spmm(const View& a, const zs::KernelInfo& k, const py::array& x, const 
 // Linear: x (M, K), out (M, N) for a weight of N x K.
 template <class View>
 void run_linear(const View& a, const zs::KernelInfo& k, const py::array& x, const py::array& y,
-                const std::optional<py::array>& bias, float lo, float hi) {
-  const float* xp = dense_arg(x, "x", -1, a.k, false);
-  const int64_t m = x.shape(0);
-  float* yp = const_cast<float*>(dense_arg(y, "out", m, a.m, true));
+                const std::optional<py::array>& bias, float lo, float hi, bool x_t, bool y_t) {
+  // x is (M, K), or (K, M) when x_t; out (M, N), or (N, M) when y_t.
+  const float* xp = x_t ? dense_arg(x, "x", a.k, -1, false) : dense_arg(x, "x", -1, a.k, false);
+  const int64_t m = x.shape(x_t ? 1 : 0);
+  float* yp = const_cast<float*>(y_t ? dense_arg(y, "out", a.m, m, true) : dense_arg(y, "out", m, a.m, true));
   if (overlaps(x, y)) throw py::value_error("out must not share memory with x");
   const zs::SpmmParams p = epilogue(bias, a.m, y, lo, hi);
   if (a.m == 0 || m == 0) return;
   py::gil_scoped_release nogil;
-  zs::spmm_linear(k, a, xp, yp, m, p);
+  zs::spmm_linear(k, a, xp, yp, m, p, zs::LinearLayout{x_t, y_t});
 }
 
 py::dict kernel_dict(const zs::KernelInfo& k) {
@@ -318,11 +319,13 @@ void def_sparse_ops(py::module_& m) {
     run_spmm(a.view(), pick_for(a, kernel), x, out, bias, lo, hi);
   }, py::arg("a"), py::arg("x"), py::arg("out"), py::arg("bias"), py::arg("min"), py::arg("max"),
         py::arg("kernel"), "out = clamp(a @ x + bias) with a registered kernel (default: fastest ISA here).");
-  m.def("spmm_linear", [](const Packed& a, py::array x, py::array out, Opt bias, float lo, float hi, Name kernel) {
-    run_linear(a.view(), pick_for(a, kernel), x, out, bias, lo, hi);
+  m.def("spmm_linear", [](const Packed& a, py::array x, py::array out, Opt bias, float lo, float hi, Name kernel,
+                          bool x_t, bool y_t) {
+    run_linear(a.view(), pick_for(a, kernel), x, out, bias, lo, hi, x_t, y_t);
   }, py::arg("a"), py::arg("x"), py::arg("out"), py::arg("bias"), py::arg("min"), py::arg("max"),
-        py::arg("kernel"),
-        "Linear with a sparse N x K weight: out (M, N) = clamp(x (M, K) @ a.T + bias), bias per output column.");
+        py::arg("kernel"), py::arg("x_transposed") = false, py::arg("out_transposed") = false,
+        "Linear with a sparse N x K weight: out (M, N) = clamp(x (M, K) @ a.T + bias), bias per output column; "
+        "x given as (K, M) when x_transposed, out written as (N, M) when out_transposed (chains of Linears).");
   m.def("spmm_conv", [](const Packed& a, py::array x, py::array out, Opt bias, float lo, float hi, Name kernel,
                         Dims kernel_shape, Dims strides, Dims pads, Dims dilations) {
     run_conv(a.view(), pick_for(a, kernel), x, out, bias, lo, hi, kernel_shape, strides, pads, dilations);

@@ -155,24 +155,31 @@ def linear(
     bias: Any = None,
     kernel: str | None = None,
     clamp: tuple[float, float] | None = None,
+    x_transposed: bool = False,
+    out_transposed: bool = False,
 ) -> np.ndarray:
     """y = x @ a.T (+ bias), optionally clamped to clamp=(min, max): a Linear layer with a sparse weight.
 
     a is the N x K weight (ONNX Gemm's B with transB=1, torch's Linear.weight); x is float32 and
     C-contiguous, (M, K) or (K,) (then y is (N,)); bias has one value per output column (N). `out`, if
-    given, receives y and must be float32, C-contiguous, (M, N) and not overlap x.
+    given, receives y and must be float32, C-contiguous, (M, N) and not overlap x. With x_transposed,
+    x is given as its transpose (K, M); with out_transposed, y is written as (N, M): what a chain of
+    sparse Linears passes between its links, saving two transposes per link.
     """
     pack(a)
     xa = np.asarray(x)
     vector = xa.ndim == 1
     if vector:
-        xa = xa.reshape(1, -1)
+        xa = xa.reshape(-1, 1) if x_transposed else xa.reshape(1, -1)
     n = a.shape[0]
     if out is None:
-        y = np.empty((xa.shape[0] if xa.ndim == 2 else 0, n), dtype=np.float32)
+        m = xa.shape[1 if x_transposed else 0] if xa.ndim == 2 else 0
+        y = np.empty((n, m) if out_transposed else (m, n), dtype=np.float32)
+    elif vector and isinstance(out, np.ndarray) and out.shape == (n,):
+        y = out.reshape(n, 1) if out_transposed else out.reshape(1, n)
     else:
-        y = out.reshape(1, n) if (vector and isinstance(out, np.ndarray) and out.shape == (n,)) else out
-    _run("linear", a, _C.spmm_linear, xa, y, bias, clamp, kernel)
+        y = out
+    _run("linear", a, _C.spmm_linear, xa, y, bias, clamp, kernel, bool(x_transposed), bool(out_transposed))
     if out is not None:
         return out
     return y.reshape(n) if vector else y

@@ -36,6 +36,7 @@ from zeroskip.errors import InputError, ModelError, UnsupportedOpError, Zeroskip
 from zeroskip.ir import Graph, Node, Value, fold_batchnorm, fold_constants, remove_dead_nodes
 from zeroskip.ir.fusion import fuse
 from zeroskip.ir.passes import NONDETERMINISTIC
+from zeroskip.ops import cpu_kernels
 from zeroskip.ops._select import Offer
 from zeroskip.tuning import Tuner
 
@@ -409,6 +410,31 @@ def _prepared(st: Step, sig: _Signature, prog: Program, known: Mapping[int, torc
     return spec
 
 
+def _chain_sparse_linears(steps: list[Step], special: dict[int, Any], outputs: set[int]) -> None:
+    """Relay chains of sparse Linears (see cpu_kernels.SparseLinear): where one sparse Linear's output
+    is read by nothing but the next sparse Linear of the same batch size, it is passed transposed."""
+    producer: dict[int, Step] = {}
+    readers: dict[int, int] = {}
+    for st in steps:
+        for y in st.outputs:
+            if y is not None:
+                producer[y] = st
+        for x in st.inputs:
+            if x is not None:
+                readers[x] = readers.get(x, 0) + 1
+    for b in steps:
+        rb = special.get(b.index)
+        x = b.inputs[0] if b.inputs else None
+        if not isinstance(rb, cpu_kernels.SparseLinear) or rb.m < 2 or x is None or x in outputs:
+            continue
+        a = producer.get(x)
+        ra = None if a is None else special.get(a.index)
+        if not isinstance(ra, cpu_kernels.SparseLinear) or ra.m != rb.m or readers.get(x) != 1:
+            continue
+        special[a.index] = ra.relaid(ra.x_t, True)
+        special[b.index] = rb.relaid(True, rb.y_t)
+
+
 def _nbytes(sig: _Signature, vid: int) -> int:
     return int(np.prod(sig.shapes[vid], dtype=np.int64)) * sig.dtypes[vid].itemsize
 
@@ -461,6 +487,7 @@ class Plan:
             special = {st.index: _prepared(st, sig, prog, known) for st in live_steps}
         finally:
             prog.tuner.end()
+        _chain_sparse_linears(live_steps, special, set(prog.output_ids))
         uses_out = {
             st.index: (
                 special[st.index] is None

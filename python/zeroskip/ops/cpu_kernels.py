@@ -17,6 +17,7 @@ from zeroskip import _C, kernels
 from zeroskip.formats import CSR
 
 __all__ = [
+    "SparseLinear",
     "attention",
     "available",
     "conv_dense_csr",
@@ -206,28 +207,56 @@ def _bounds(clamp: tuple[float, float] | None) -> tuple[float, float]:
     return (-math.inf, math.inf) if clamp is None else (float(clamp[0]), float(clamp[1]))
 
 
+class SparseLinear:
+    """y = clamp(x @ A.T + bias) for inputs of one shape, with A a packed sparse weight (N x K) run by the
+    named SpMM kernel (bias and Relu/Clip in the kernel's epilogue): a plan step's runner.
+
+    Inside a chain of sparse Linears the planner relays the links (`relaid`): a link then takes its
+    input as the (K, M) transpose its predecessor wrote (x_t) and writes (N, M) for its successor (y_t),
+    so the kernel skips two transposes per link. Such tensors are seen by no other step."""
+
+    __slots__ = ("_b", "_hi", "_lo", "k", "kernel", "m", "n", "out_shape", "packed", "x_shape", "x_t", "y_t")
+
+    def __init__(
+        self,
+        packed: Any,
+        kernel: str,
+        bias: np.ndarray | None,
+        clamp: tuple[float, float] | None,
+        x_shape: tuple[int, ...],
+        x_t: bool = False,
+        y_t: bool = False,
+    ):
+        self.packed, self.kernel, self._b, self.x_shape = packed, kernel, bias, x_shape
+        self._lo, self._hi = _bounds(clamp)
+        self.n, self.k = packed.shape
+        self.m = math.prod(x_shape[:-1])
+        self.x_t, self.y_t = x_t, y_t
+        self.out_shape = (self.n, self.m) if y_t else (*x_shape[:-1], self.n)
+
+    def relaid(self, x_t: bool, y_t: bool) -> SparseLinear:
+        clamp = None if (self._lo, self._hi) == (-math.inf, math.inf) else (self._lo, self._hi)
+        return SparseLinear(self.packed, self.kernel, self._b, clamp, self.x_shape, x_t, y_t)
+
+    def __call__(self, x: torch.Tensor, *_: Any) -> torch.Tensor:
+        y = np.empty(self.out_shape, np.float32)
+        xs = _c_array(x).reshape((self.k, self.m) if self.x_t else (self.m, self.k))
+        ys = y.reshape((self.n, self.m) if self.y_t else (self.m, self.n))
+        _C.spmm_linear(self.packed, xs, ys, self._b, self._lo, self._hi, self.kernel, self.x_t, self.y_t)
+        return torch.from_numpy(y)
+
+
 def sparse_linear(
     packed: Any,
     kernel: str,
     bias: torch.Tensor | None,
     clamp: tuple[float, float] | None,
     x_shape: tuple[int, ...],
-) -> Any:
-    """y = clamp(x @ A.T + bias) for inputs of shape `x_shape`, with A a packed sparse weight (N x K)
-    run by the named SpMM kernel (bias and Relu/Clip in the kernel's epilogue)."""
-    n, k = packed.shape
-    m = math.prod(x_shape[:-1])
+) -> SparseLinear:
+    """The runner of a Linear with a packed sparse weight for inputs of shape `x_shape` (see SparseLinear)."""
+    n = packed.shape[0]
     b_np = None if bias is None else bias.contiguous().reshape(n).numpy()
-    lo, hi = _bounds(clamp)
-    out_shape = (*x_shape[:-1], n)
-    spmm, from_numpy, empty, f32 = _C.spmm_linear, torch.from_numpy, np.empty, np.float32
-
-    def run(x: torch.Tensor, *_: Any) -> torch.Tensor:
-        y = empty(out_shape, f32)
-        spmm(packed, _c_array(x).reshape(m, k), y.reshape(m, n), b_np, lo, hi, kernel)
-        return from_numpy(y)
-
-    return run
+    return SparseLinear(packed, kernel, b_np, clamp, tuple(x_shape))
 
 
 def sparse_conv(
