@@ -694,3 +694,24 @@ def test_linear_transposed_layouts(k, rng):
         kernels.linear(
             a, np.ones((5, 132), np.float32), out=np.empty((5, 70), np.float32), out_transposed=True
         )
+
+
+@pytest.mark.parametrize("k", [p for f in ("csr", "bsr", "nm") for p in _param(f)])
+def test_linear_gelu(k, rng):
+    """gelu="none" / "tanh" applies GELU after bias and clamp, in every driver path and layout: the
+    numbers of the plain Linear passed through dense.gelu."""
+    from zeroskip import dense
+
+    a, _ = _sparse(k.format, rng.standard_normal((40, 68)).astype(np.float32), rng)
+    bias = rng.standard_normal(40).astype(np.float32)
+    for m in (1, 2, 17, 128):
+        x = rng.standard_normal((m, 68)).astype(np.float32)
+        plain = kernels.linear(a, x, bias=bias, kernel=k.name)
+        for form in ("none", "tanh"):
+            want = dense.gelu(plain, approximate=form)
+            got = kernels.linear(a, x, bias=bias, kernel=k.name, gelu=form)
+            np.testing.assert_array_equal(got, want, err_msg=f"M={m} {form}")
+            got_t = kernels.linear(a, x, bias=bias, kernel=k.name, gelu=form, out_transposed=True)
+            np.testing.assert_array_equal(got_t.T, want, err_msg=f"M={m} {form} out_transposed")
+    with pytest.raises(InputError, match="gelu must be"):
+        kernels.linear(a, x, gelu="erf")

@@ -484,6 +484,38 @@ def test_gelu_fusion(rng, kind):
         np.testing.assert_allclose(got[name], want, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("kind", ["erf", "tanh", "onnx-erf", "onnx-tanh"])
+@pytest.mark.parametrize("sparse", ["off", "force-csr"])
+def test_linear_gelu_fusion(rng, tmp_path, kind, sparse):
+    """MatMul + Add + GELU (the exported erf or tanh chain, or ONNX's Gelu) becomes one Linear with a GELU
+    activation, on torch or in the sparse kernel's epilogue; results match the reference."""
+    w = rng.standard_normal((6, 5)).astype(np.float32)
+    w[np.abs(w) < 0.8] = 0.0
+    inits = [
+        numpy_helper.from_array(w, "w"),
+        numpy_helper.from_array(rng.standard_normal(5).astype(np.float32), "b"),
+    ]
+    head = [helper.make_node("MatMul", ["x0", "w"], ["xw"]), helper.make_node("Add", ["xw", "b"], ["x"])]
+    if kind.startswith("onnx"):
+        form = "tanh" if kind.endswith("tanh") else "none"
+        nodes, opset = [helper.make_node("Gelu", ["x"], ["y"], approximate=form)], 20
+    else:
+        chain = _gelu_model(kind)
+        nodes, opset = list(chain.graph.node), 17
+        inits += list(chain.graph.initializer)
+    model = make(head + nodes, [vi("x0", ["n", 6])], [vi("y", ["n", 5])], inits, opset=opset)
+    s = zeroskip.load(model, options={"sparse": sparse, "cache": str(tmp_path), "progress": False})
+    assert s.stats["linear_gelu"] == 1
+    assert [n.op_type for n in s.graph.nodes] == ["Linear"]
+    for m in (1, 9):
+        x = (2 * rng.standard_normal((m, 6))).astype(np.float32)
+        np.testing.assert_allclose(
+            s.run({"x0": x})["y"], reference(model, {"x0": x})[0], rtol=1e-5, atol=1e-5
+        )
+    winners = {r["winner"].partition("/")[0] for r in s.report().rows}
+    assert winners == ({"csr"} if sparse == "force-csr" else {"dense"})
+
+
 def test_attention_score_scale_moves_into_the_q_weights(rng):
     # scores = (reshape(x @ wq + bq) @ k) / 4, with a Shape reader of q on the side (as torch exports)
     wq = numpy_helper.from_array(rng.standard_normal((8, 8)).astype(np.float32), "wq")

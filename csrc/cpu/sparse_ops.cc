@@ -6,6 +6,7 @@
 #include <xmmintrin.h>
 #endif
 
+#include "dense.h"
 #include "spmm.h"
 
 #if defined(_OPENMP)
@@ -180,9 +181,13 @@ bool linear_blocks_balance(int64_t m, int64_t nb, int threads) {
 
 template <class View>
 void linear(const KernelInfo& k, const View& a, const float* x, float* y, int64_t m, const SpmmParams& p,
-            LinearLayout lay) {
+            LinearOptions lay) {
   if (m <= 0 || a.m == 0) return;
-  if (m == 1) lay = {};  // a vector is its own transpose
+  if (m == 1) lay.x_t = lay.y_t = false;  // a vector is its own transpose
+  // GELU over n contiguous outputs, in place.
+  const auto act = [&](float* p0, int64_t n) {
+    if (lay.gelu) default_dense_ops().gelu(p0, p0, static_cast<size_t>(n), lay.gelu == 2);
+  };
   if (m <= rowwise_max(a)) {
     // Transposed operands of so few rows are turned around here, so that a
     // chain's links compute exactly what the plain layout does.
@@ -194,6 +199,7 @@ void linear(const KernelInfo& k, const View& a, const float* x, float* y, int64_
     }
     float* yr = lay.y_t ? buffer(kOut).get(static_cast<size_t>(a.m * m)) : y;
     for (int64_t j = 0; j < m; ++j) spmm(k, a, xr + j * a.k, yr + j * a.m, 1, p);
+    act(yr, m * a.m);
     if (lay.y_t) transpose_f32(yr, y, m, a.m);
     return;
   }
@@ -217,6 +223,7 @@ void linear(const KernelInfo& k, const View& a, const float* x, float* y, int64_
           transpose_cols(x + q0 * a.k, a.k, col, w, w, 0, a.k);
         }
         spmm_serial(k, a, col, yb, w, p);
+        act(yb, a.m * w);
         if (lay.y_t) {
           for (int64_t r = 0; r < a.m; ++r) std::memcpy(y + r * m + q0, yb + r * w, sizeof(float) * w);
         } else {
@@ -234,6 +241,7 @@ void linear(const KernelInfo& k, const View& a, const float* x, float* y, int64_
   }
   float* yt = lay.y_t ? y : buffer(kOut).get(static_cast<size_t>(a.m * m));
   spmm(k, a, xt, yt, m, p);
+  if (lay.gelu) gelu_f32(default_dense_ops(), yt, yt, static_cast<size_t>(a.m * m), lay.gelu == 2);
   if (!lay.y_t) transpose_f32(yt, y, a.m, m);
 }
 
@@ -289,16 +297,16 @@ void im2col_f32(const float* x, float* col, const Conv2dShape& s) {
 }
 
 void spmm_linear(const KernelInfo& k, const CsrF32& a, const float* x, float* y, int64_t m, const SpmmParams& p,
-                 LinearLayout layout) {
-  linear(k, a, x, y, m, p, layout);
+                 LinearOptions opts) {
+  linear(k, a, x, y, m, p, opts);
 }
 void spmm_linear(const KernelInfo& k, const BsrF32& a, const float* x, float* y, int64_t m, const SpmmParams& p,
-                 LinearLayout layout) {
-  linear(k, a, x, y, m, p, layout);
+                 LinearOptions opts) {
+  linear(k, a, x, y, m, p, opts);
 }
 void spmm_linear(const KernelInfo& k, const NmF32& a, const float* x, float* y, int64_t m, const SpmmParams& p,
-                 LinearLayout layout) {
-  linear(k, a, x, y, m, p, layout);
+                 LinearOptions opts) {
+  linear(k, a, x, y, m, p, opts);
 }
 
 void spmm_conv2d(const KernelInfo& k, const CsrF32& a, const float* x, float* y, const Conv2dShape& s,

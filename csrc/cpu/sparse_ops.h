@@ -23,17 +23,19 @@ namespace zs {
 // Where a Linear's operands lie: x (M, K) and y (M, N) row-major by default;
 // x_t: x is given as its transpose (K, M), y_t: y is written as (N, M). A
 // chain of sparse Linears passes the transposed form between its links and
-// skips two transposes per link.
-struct LinearLayout {
+// skips two transposes per link. gelu: GELU applied after the epilogue (1:
+// erf form, 2: tanh form) while the output block is still in cache.
+struct LinearOptions {
   bool x_t = false, y_t = false;
+  int gelu = 0;
 };
 
 void spmm_linear(const KernelInfo& k, const CsrF32& a, const float* x, float* y, int64_t m, const SpmmParams& p,
-                 LinearLayout layout = {});
+                 LinearOptions opts = {});
 void spmm_linear(const KernelInfo& k, const BsrF32& a, const float* x, float* y, int64_t m, const SpmmParams& p,
-                 LinearLayout layout = {});
+                 LinearOptions opts = {});
 void spmm_linear(const KernelInfo& k, const NmF32& a, const float* x, float* y, int64_t m, const SpmmParams& p,
-                 LinearLayout layout = {});
+                 LinearOptions opts = {});
 
 // A 2-D convolution, NCHW, groups == 1, zero padding:
 // OH = (H + pad_t + pad_b - dh (KH - 1) - 1) / sh + 1, likewise OW; all >= 1.

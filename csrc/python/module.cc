@@ -117,7 +117,12 @@ void run_spmm(const View& a, const zs::KernelInfo& k, const py::array& x, const 
 // Linear: x (M, K), out (M, N) for a weight of N x K.
 template <class View>
 void run_linear(const View& a, const zs::KernelInfo& k, const py::array& x, const py::array& y,
-                const std::optional<py::array>& bias, float lo, float hi, bool x_t, bool y_t) {
+                const std::optional<py::array>& bias, float lo, float hi, bool x_t, bool y_t,
+                const std::string& gelu) {
+  int g = 0;
+  if (gelu == "none") g = 1;
+  else if (gelu == "tanh") g = 2;
+  else if (!gelu.empty()) throw py::value_error("gelu must be '', 'none' (erf form) or 'tanh', got '" + gelu + "'");
   // x is (M, K), or (K, M) when x_t; out (M, N), or (N, M) when y_t.
   const float* xp = x_t ? dense_arg(x, "x", a.k, -1, false) : dense_arg(x, "x", -1, a.k, false);
   const int64_t m = x.shape(x_t ? 1 : 0);
@@ -126,7 +131,7 @@ void run_linear(const View& a, const zs::KernelInfo& k, const py::array& x, cons
   const zs::SpmmParams p = epilogue(bias, a.m, y, lo, hi);
   if (a.m == 0 || m == 0) return;
   py::gil_scoped_release nogil;
-  zs::spmm_linear(k, a, xp, yp, m, p, zs::LinearLayout{x_t, y_t});
+  zs::spmm_linear(k, a, xp, yp, m, p, zs::LinearOptions{x_t, y_t, g});
 }
 
 py::dict kernel_dict(const zs::KernelInfo& k) {
@@ -320,12 +325,14 @@ void def_sparse_ops(py::module_& m) {
   }, py::arg("a"), py::arg("x"), py::arg("out"), py::arg("bias"), py::arg("min"), py::arg("max"),
         py::arg("kernel"), "out = clamp(a @ x + bias) with a registered kernel (default: fastest ISA here).");
   m.def("spmm_linear", [](const Packed& a, py::array x, py::array out, Opt bias, float lo, float hi, Name kernel,
-                          bool x_t, bool y_t) {
-    run_linear(a.view(), pick_for(a, kernel), x, out, bias, lo, hi, x_t, y_t);
+                          bool x_t, bool y_t, const std::string& gelu) {
+    run_linear(a.view(), pick_for(a, kernel), x, out, bias, lo, hi, x_t, y_t, gelu);
   }, py::arg("a"), py::arg("x"), py::arg("out"), py::arg("bias"), py::arg("min"), py::arg("max"),
         py::arg("kernel"), py::arg("x_transposed") = false, py::arg("out_transposed") = false,
+        py::arg("gelu") = "",
         "Linear with a sparse N x K weight: out (M, N) = clamp(x (M, K) @ a.T + bias), bias per output column; "
-        "x given as (K, M) when x_transposed, out written as (N, M) when out_transposed (chains of Linears).");
+        "x given as (K, M) when x_transposed, out written as (N, M) when out_transposed (chains of Linears); "
+        "gelu 'none' (erf form) or 'tanh' applies GELU after the clamp.");
   m.def("spmm_conv", [](const Packed& a, py::array x, py::array out, Opt bias, float lo, float hi, Name kernel,
                         Dims kernel_shape, Dims strides, Dims pads, Dims dilations) {
     run_conv(a.view(), pick_for(a, kernel), x, out, bias, lo, hi, kernel_shape, strides, pads, dilations);

@@ -157,6 +157,7 @@ def linear(
     clamp: tuple[float, float] | None = None,
     x_transposed: bool = False,
     out_transposed: bool = False,
+    gelu: str | None = None,
 ) -> np.ndarray:
     """y = x @ a.T (+ bias), optionally clamped to clamp=(min, max): a Linear layer with a sparse weight.
 
@@ -164,7 +165,8 @@ def linear(
     C-contiguous, (M, K) or (K,) (then y is (N,)); bias has one value per output column (N). `out`, if
     given, receives y and must be float32, C-contiguous, (M, N) and not overlap x. With x_transposed,
     x is given as its transpose (K, M); with out_transposed, y is written as (N, M): what a chain of
-    sparse Linears passes between its links, saving two transposes per link.
+    sparse Linears passes between its links, saving two transposes per link. gelu="none" (erf form,
+    ONNX's approximate="none") or "tanh" applies GELU after the bias and clamp.
     """
     pack(a)
     xa = np.asarray(x)
@@ -179,7 +181,19 @@ def linear(
         y = out.reshape(n, 1) if out_transposed else out.reshape(1, n)
     else:
         y = out
-    _run("linear", a, _C.spmm_linear, xa, y, bias, clamp, kernel, bool(x_transposed), bool(out_transposed))
+    _run(
+        "linear",
+        a,
+        _C.spmm_linear,
+        xa,
+        y,
+        bias,
+        clamp,
+        kernel,
+        bool(x_transposed),
+        bool(out_transposed),
+        gelu or "",
+    )
     if out is not None:
         return out
     return y.reshape(n) if vector else y

@@ -9,6 +9,8 @@
 - The attention core of float32 graphs, MatMul(Softmax(MatMul(q, kt) [* or / c] [+ mask]), v) with the
   softmax over the last axis, becomes `zeroskip::Attention(q, kt, v, mask, scale, scale_op)`: one
   kernel pass per head, the scores never written out.
+- A Linear whose output only a `zeroskip::Gelu` reads takes the GELU as its activation ("gelu" or
+  "gelu_tanh"): the sparse kernels apply it to each output block while it is in cache.
 - A residual Add feeding only a LayerNormalization (float32, over the last axis, one output) becomes
   `zeroskip::AddLayerNorm`: the sum is normalised while it is still in cache.
 
@@ -98,7 +100,30 @@ def fuse(g: Graph) -> dict[str, int]:
     counts["conv_act"] = _fuse_conv_activation(g)
     counts["attention"] = _fuse_attention(g)
     counts["add_layernorm"] = _fuse_add_layernorm(g)
+    counts["linear_gelu"] = _fuse_linear_gelu(g)
     return counts
+
+
+def _fuse_linear_gelu(g: Graph) -> int:
+    fused = 0
+    for gelu in list(g.nodes):
+        # zeroskip::Gelu (fused from the exported chains) or ONNX's own Gelu (opset 20).
+        if gelu.op_type != "Gelu" or gelu.domain not in (DOMAIN, "") or gelu not in g.nodes:
+            continue
+        idx = _Index(g)
+        x = gelu.inputs[0]
+        lin = x.producer if x is not None else None
+        if lin is None or lin.op_type != "Linear" or lin.domain != DOMAIN or lin.attrs.get("activation"):
+            continue
+        if idx.only_use(x) is not gelu:
+            continue
+        form = gelu.attrs.get("approximate", "none")
+        attrs = {**lin.attrs, "activation": "gelu_tanh" if form == "tanh" else "gelu"}
+        new = Node(lin.name, "Linear", DOMAIN, list(lin.inputs), [gelu.outputs[0]], attrs)
+        new.fused_from = [*(lin.fused_from or ["Linear"]), *(gelu.fused_from or ["Gelu"])]
+        _replace(g, [lin, gelu], new)
+        fused += 1
+    return fused
 
 
 def _fuse_add_layernorm(g: Graph) -> int:

@@ -213,9 +213,24 @@ class SparseLinear:
 
     Inside a chain of sparse Linears the planner relays the links (`relaid`): a link then takes its
     input as the (K, M) transpose its predecessor wrote (x_t) and writes (N, M) for its successor (y_t),
-    so the kernel skips two transposes per link. Such tensors are seen by no other step."""
+    so the kernel skips two transposes per link. Such tensors are seen by no other step. With `gelu`
+    ("none": erf form, "tanh"), GELU follows the bias in the same call."""
 
-    __slots__ = ("_b", "_hi", "_lo", "k", "kernel", "m", "n", "out_shape", "packed", "x_shape", "x_t", "y_t")
+    __slots__ = (
+        "_b",
+        "_hi",
+        "_lo",
+        "gelu",
+        "k",
+        "kernel",
+        "m",
+        "n",
+        "out_shape",
+        "packed",
+        "x_shape",
+        "x_t",
+        "y_t",
+    )
 
     def __init__(
         self,
@@ -226,8 +241,9 @@ class SparseLinear:
         x_shape: tuple[int, ...],
         x_t: bool = False,
         y_t: bool = False,
+        gelu: str = "",
     ):
-        self.packed, self.kernel, self._b, self.x_shape = packed, kernel, bias, x_shape
+        self.packed, self.kernel, self._b, self.x_shape, self.gelu = packed, kernel, bias, x_shape, gelu
         self._lo, self._hi = _bounds(clamp)
         self.n, self.k = packed.shape
         self.m = math.prod(x_shape[:-1])
@@ -236,13 +252,15 @@ class SparseLinear:
 
     def relaid(self, x_t: bool, y_t: bool) -> SparseLinear:
         clamp = None if (self._lo, self._hi) == (-math.inf, math.inf) else (self._lo, self._hi)
-        return SparseLinear(self.packed, self.kernel, self._b, clamp, self.x_shape, x_t, y_t)
+        return SparseLinear(self.packed, self.kernel, self._b, clamp, self.x_shape, x_t, y_t, self.gelu)
 
     def __call__(self, x: torch.Tensor, *_: Any) -> torch.Tensor:
         y = np.empty(self.out_shape, np.float32)
         xs = _c_array(x).reshape((self.k, self.m) if self.x_t else (self.m, self.k))
         ys = y.reshape((self.n, self.m) if self.y_t else (self.m, self.n))
-        _C.spmm_linear(self.packed, xs, ys, self._b, self._lo, self._hi, self.kernel, self.x_t, self.y_t)
+        _C.spmm_linear(
+            self.packed, xs, ys, self._b, self._lo, self._hi, self.kernel, self.x_t, self.y_t, self.gelu
+        )
         return torch.from_numpy(y)
 
 
@@ -252,11 +270,13 @@ def sparse_linear(
     bias: torch.Tensor | None,
     clamp: tuple[float, float] | None,
     x_shape: tuple[int, ...],
+    gelu: str = "",
 ) -> SparseLinear:
-    """The runner of a Linear with a packed sparse weight for inputs of shape `x_shape` (see SparseLinear)."""
+    """The runner of a Linear with a packed sparse weight for inputs of shape `x_shape` (see SparseLinear);
+    gelu "none" (erf form) or "tanh" applies GELU after the bias."""
     n = packed.shape[0]
     b_np = None if bias is None else bias.contiguous().reshape(n).numpy()
-    return SparseLinear(packed, kernel, b_np, clamp, tuple(x_shape))
+    return SparseLinear(packed, kernel, b_np, clamp, tuple(x_shape), gelu=gelu)
 
 
 def sparse_conv(

@@ -23,8 +23,14 @@ def _linear_out(
         torch.mm(x2, wt.t(), out=o2)
     else:
         torch.addmm(bias, x2, wt.t(), out=o2)
-    if activation:
+    if activation == "relu":
         o2.clamp_(min=0)
+    elif activation:
+        cpu_kernels.gelu_out(o2, o2, _GELU_FORM[activation])
+
+
+# Linear activations that are GELU, and the form each takes (ONNX Gelu's `approximate`).
+_GELU_FORM = {"gelu": "none", "gelu_tanh": "tanh"}
 
 
 def _linear_prepare(shapes: list[Any], consts: list[Any], activation: str = "") -> Any:
@@ -40,9 +46,10 @@ def _linear_prepare(shapes: list[Any], consts: list[Any], activation: str = "") 
         return Linear(x, wt, bias, activation)
 
     dense = [("dense/torch", plain)]
-    small = cpu_kernels.linear_small(wt, bias, tuple(xs), relu)
+    small = None if activation in _GELU_FORM else cpu_kernels.linear_small(wt, bias, tuple(xs), relu)
     if small is not None:
         dense.append(("dense/gemv", small))
+    gelu = _GELU_FORM.get(activation, "")
     sparse_ok = (
         wt.dtype == torch.float32
         and (bias is None or bias.dtype == torch.float32)
@@ -55,7 +62,9 @@ def _linear_prepare(shapes: list[Any], consts: list[Any], activation: str = "") 
         dense=dense,
         config=("linear", activation, bias is not None),
         weight=wt.numpy() if sparse_ok else None,
-        bind_sparse=(lambda packed, kernel: cpu_kernels.sparse_linear(packed, kernel, bias, clamp, tuple(xs)))
+        bind_sparse=(
+            lambda packed, kernel: cpu_kernels.sparse_linear(packed, kernel, bias, clamp, tuple(xs), gelu)
+        )
         if sparse_ok
         else None,
     )
@@ -63,10 +72,12 @@ def _linear_prepare(shapes: list[Any], consts: list[Any], activation: str = "") 
 
 @register("Linear", since=1, domain=DOMAIN, out=_linear_out, fresh=True, prepare=_linear_prepare)
 def Linear(x: torch.Tensor, wt: torch.Tensor, bias=None, activation: str = "") -> torch.Tensor:
-    """y = act(x @ wt.T + bias): MatMul/Gemm (+Add) (+Relu) with the weight stored N x K."""
+    """y = act(x @ wt.T + bias): MatMul/Gemm (+Add) (+Relu or GELU) with the weight stored N x K."""
     y = F.linear(x, wt, bias)
-    if activation:
+    if activation == "relu":
         y.relu_()
+    elif activation:
+        cpu_kernels.gelu_out(y, y, _GELU_FORM[activation])
     return y
 
 
