@@ -42,6 +42,21 @@ SPECIAL = np.array(_SPECIAL, dtype=F32)
 _erfc = np.vectorize(math.erfc, otypes=[np.float64])
 
 
+def _on_threads(fn, *counts: int) -> list:
+    """fn() run with each kernel thread count in turn (the count is restored after)."""
+    from zeroskip import kernels
+
+    before = kernels.num_threads()
+    out = []
+    try:
+        for n in counts:
+            kernels.set_num_threads(n)
+            out.append(fn())
+    finally:
+        kernels.set_num_threads(before)
+    return out
+
+
 def _inputs(rng: np.random.Generator, n: int) -> np.ndarray:
     """n values: normal, wide, specials and denormals mixed in."""
     x = (rng.standard_normal(n) * rng.choice([0.1, 1.0, 4.0, 20.0], n)).astype(F32)
@@ -239,18 +254,11 @@ def test_gemv(isa, rng):
 
 @pytest.mark.parametrize("isa", ISAS)
 def test_gemv_threads_and_specials(isa, rng):
-    from zeroskip import kernels
 
     w = rng.standard_normal((1000, 300)).astype(F32)
     x = rng.standard_normal(300).astype(F32)
-    before = kernels.num_threads()
-    try:
-        kernels.set_num_threads(1)
-        one = dense.gemv(w, x, isa=isa)
-        kernels.set_num_threads(3)
-        np.testing.assert_array_equal(dense.gemv(w, x, isa=isa), one)
-    finally:
-        kernels.set_num_threads(before)
+    one, three = _on_threads(lambda: dense.gemv(w, x, isa=isa), 1, 3)
+    np.testing.assert_array_equal(three, one)
     _gemv_check(one, w, x, None, None, f"gemv {isa} threads")
     x[5] = np.nan
     assert np.isnan(dense.gemv(w, x, clamp=(0.0, 1.0), isa=isa)).all()  # clamp keeps NaN
@@ -631,17 +639,10 @@ def test_attention_specials(isa):
 def test_attention_threads_and_errors(rng):
     """The same bits on 1 and 2 threads (work is split by heads and row blocks); bad operands are
     InputErrors naming what is wrong."""
-    from zeroskip import kernels
 
     q, kt, v = (rng.standard_normal(s).astype(F32) for s in ((2, 4, 50, 16), (2, 4, 16, 50), (2, 4, 50, 16)))
-    before = kernels.num_threads()
-    try:
-        kernels.set_num_threads(1)
-        one = dense.attention(q, kt, v)
-        kernels.set_num_threads(2)
-        np.testing.assert_array_equal(dense.attention(q, kt, v), one)
-    finally:
-        kernels.set_num_threads(before)
+    one, two = _on_threads(lambda: dense.attention(q, kt, v), 1, 2)
+    np.testing.assert_array_equal(two, one)
     with pytest.raises(InputError, match="float32"):
         dense.attention(q.astype(np.float64), kt, v)
     with pytest.raises(InputError, match="kt has shape"):
@@ -683,18 +684,11 @@ def test_layernorm(isa, n, rng):
 
 
 def test_layernorm_threads_and_errors(rng):
-    from zeroskip import kernels
 
     x = rng.standard_normal((300, 200)).astype(F32)
     w = np.ones(200, F32)
-    before = kernels.num_threads()
-    try:
-        kernels.set_num_threads(1)
-        one = dense.layernorm(x, w, residual=x)
-        kernels.set_num_threads(3)
-        np.testing.assert_array_equal(dense.layernorm(x, w, residual=x), one)
-    finally:
-        kernels.set_num_threads(before)
+    one, three = _on_threads(lambda: dense.layernorm(x, w, residual=x), 1, 3)
+    np.testing.assert_array_equal(three, one)
     with pytest.raises(InputError, match="scale has shape"):
         dense.layernorm(x, np.ones(199, F32))
     with pytest.raises(InputError, match="residual has shape"):

@@ -210,6 +210,17 @@ void check_inplace_ok(const py::array& x, const py::array& out) {
     throw py::value_error("out overlaps x without being x; pass a separate array or x itself");
 }
 
+// x and out of a row-wise op (over the last dim): float32, C-contiguous, at
+// least 1-D, the same shape, out writeable and either x itself or apart.
+std::pair<const float*, float*> rowwise_args(const py::array& x, const py::array& out) {
+  const float* xp = f32_arg(x, "x", false);
+  float* yp = const_cast<float*>(f32_arg(out, "out", true));
+  if (x.ndim() < 1) throw py::value_error("x must have at least one dimension");
+  if (!same_shape(x, out)) throw py::value_error("out has shape " + shape_str(out) + ", x " + shape_str(x));
+  check_inplace_ok(x, out);
+  return {xp, yp};
+}
+
 const zs::DenseOps& dense_pick(const std::optional<std::string>& isa) {
   if (!isa) return zs::default_dense_ops();
   size_t count = 0;
@@ -454,11 +465,7 @@ PYBIND11_MODULE(_C, m) {
         "out = gelu(x) elementwise (approximate: 'none' = erf form, 'tanh'); out may be x.");
   m.def("softmax", [](const py::array& x, const py::array& out, const std::optional<std::string>& isa) {
     const zs::DenseOps& ops = dense_pick(isa);
-    const float* xp = f32_arg(x, "x", false);
-    float* yp = const_cast<float*>(f32_arg(out, "out", true));
-    if (x.ndim() < 1) throw py::value_error("x must have at least one dimension");
-    if (!same_shape(x, out)) throw py::value_error("out has shape " + shape_str(out) + ", x " + shape_str(x));
-    check_inplace_ok(x, out);
+    const auto [xp, yp] = rowwise_args(x, out);
     const size_t cols = static_cast<size_t>(x.shape(x.ndim() - 1));
     const size_t n = static_cast<size_t>(x.size());
     if (n == 0) return;
@@ -471,11 +478,7 @@ PYBIND11_MODULE(_C, m) {
                         const std::optional<py::array>& bias, const py::array& out, float eps,
                         const std::optional<std::string>& isa) {
     const zs::DenseOps& ops = dense_pick(isa);
-    const float* xp = f32_arg(x, "x", false);
-    float* yp = const_cast<float*>(f32_arg(out, "out", true));
-    if (x.ndim() < 1) throw py::value_error("x must have at least one dimension");
-    if (!same_shape(x, out)) throw py::value_error("out has shape " + shape_str(out) + ", x " + shape_str(x));
-    check_inplace_ok(x, out);
+    const auto [xp, yp] = rowwise_args(x, out);
     const float* rp = nullptr;
     if (r) {
       rp = f32_arg(*r, "residual", false);
