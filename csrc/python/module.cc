@@ -221,6 +221,15 @@ std::pair<const float*, float*> rowwise_args(const py::array& x, const py::array
   return {xp, yp};
 }
 
+// A float32, C-contiguous 1-D array of n values (a bias, a scale) that out does not overlap.
+const float* vector_arg(const py::array& a, const char* what, int64_t n, const py::array& out) {
+  const float* p = f32_arg(a, what, false);
+  if (a.ndim() != 1 || a.shape(0) != n)
+    throw py::value_error(std::string(what) + " has shape " + shape_str(a) + ", expected (" + std::to_string(n) + ",)");
+  if (overlaps(a, out)) throw py::value_error(std::string("out must not share memory with ") + what);
+  return p;
+}
+
 const zs::DenseOps& dense_pick(const std::optional<std::string>& isa) {
   if (!isa) return zs::default_dense_ops();
   size_t count = 0;
@@ -487,17 +496,8 @@ PYBIND11_MODULE(_C, m) {
       check_inplace_ok(*r, out);
     }
     const int64_t n = x.shape(x.ndim() - 1);
-    const float* sp = f32_arg(scale, "scale", false);
-    if (scale.ndim() != 1 || scale.shape(0) != n)
-      throw py::value_error("scale has shape " + shape_str(scale) + ", expected (" + std::to_string(n) + ",)");
-    if (overlaps(scale, out)) throw py::value_error("out must not share memory with scale");
-    const float* bp = nullptr;
-    if (bias) {
-      bp = f32_arg(*bias, "bias", false);
-      if (bias->ndim() != 1 || bias->shape(0) != n)
-        throw py::value_error("bias has shape " + shape_str(*bias) + ", expected (" + std::to_string(n) + ",)");
-      if (overlaps(*bias, out)) throw py::value_error("out must not share memory with bias");
-    }
+    const float* sp = vector_arg(scale, "scale", n, out);
+    const float* bp = bias ? vector_arg(*bias, "bias", n, out) : nullptr;
     if (!(eps >= 0.0f)) throw py::value_error("epsilon must be >= 0");
     const size_t size = static_cast<size_t>(x.size());
     if (size == 0) return;
@@ -575,13 +575,7 @@ PYBIND11_MODULE(_C, m) {
     } else {
       throw py::value_error("x must be 1-D (K,) or 2-D (M, K), got shape " + shape_str(x));
     }
-    const float* bp = nullptr;
-    if (bias) {
-      bp = f32_arg(*bias, "bias", false);
-      if (bias->ndim() != 1 || bias->shape(0) != n)
-        throw py::value_error("bias has shape " + shape_str(*bias) + ", expected (" + std::to_string(n) + ",)");
-      if (overlaps(*bias, out)) throw py::value_error("out must not share memory with bias");
-    }
+    const float* bp = bias ? vector_arg(*bias, "bias", n, out) : nullptr;
     if (overlaps(w, out)) throw py::value_error("out must not share memory with w");
     if (overlaps(x, out)) throw py::value_error("out must not share memory with x");
     if (!(lo <= hi)) throw py::value_error("clamp range is empty: min > max");
