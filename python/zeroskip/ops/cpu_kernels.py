@@ -19,11 +19,13 @@ from zeroskip.formats import CSR
 __all__ = [
     "SparseLinear",
     "attention",
+    "attention_runner",
     "available",
     "conv_dense_csr",
     "gelu",
     "gelu_out",
     "layernorm",
+    "layernorm_runner",
     "linear_small",
     "pool2d",
     "softmax",
@@ -66,74 +68,121 @@ def softmax(x: torch.Tensor) -> torch.Tensor:
     return y
 
 
+def layernorm_runner(
+    x_shape: tuple[int, ...],
+    residual: bool,
+    scale: torch.Tensor,
+    bias: torch.Tensor | None,
+    eps: float,
+    fallback: Any,
+) -> Any:
+    """A runner of layer_norm(x (+ r)) over the last dim for inputs of shape `x_shape` (and a residual of
+    the same shape), with the constant scale and bias converted once: run(x, r, ...) or run(x, ...).
+    Inputs that are not float32 and contiguous go to fallback(x, r). None when the kernel cannot
+    take the constants."""
+    if not hasattr(_C, "layernorm") or not x_shape:
+        return None
+    n = x_shape[-1]
+    for t in (scale, bias):
+        if t is not None and (t.dtype != torch.float32 or tuple(t.shape) != (n,)):
+            return None
+    s_np = scale.contiguous().numpy()
+    b_np = None if bias is None else bias.contiguous().numpy()
+    shape, ln, empty, f32, t32, from_numpy = (
+        tuple(x_shape),
+        _C.layernorm,
+        np.empty,
+        np.float32,
+        torch.float32,
+        torch.from_numpy,
+    )
+
+    def run(x: torch.Tensor, r: Any = None, *_: Any) -> torch.Tensor:
+        rr = r if residual else None
+        if (
+            x.dtype is not t32
+            or not x.is_contiguous()
+            or (rr is not None and (rr.dtype is not t32 or not rr.is_contiguous()))
+        ):
+            return fallback(x, rr)
+        y = empty(shape, f32)
+        ln(x.numpy(), None if rr is None else rr.numpy(), s_np, b_np, y, eps)
+        return from_numpy(y)
+
+    return run
+
+
 def layernorm(
     x: torch.Tensor, residual: torch.Tensor | None, scale: torch.Tensor, bias: torch.Tensor | None, eps: float
 ) -> torch.Tensor | None:
     """layer_norm(x (+ residual)) over the last dim, times scale (+ bias), through the C++ kernel; None
     when the operands do not fit it (not float32, strided, a residual of another shape)."""
-    if not hasattr(_C, "layernorm") or x.dim() < 1:
-        return None
-    ts = (x, scale, *(t for t in (residual, bias) if t is not None))
-    if any(t.dtype != torch.float32 or t.device.type != "cpu" or not t.is_contiguous() for t in ts):
-        return None
-    n = x.shape[-1]
-    if scale.shape != (n,) or (bias is not None and bias.shape != (n,)):
-        return None
     if residual is not None and residual.shape != x.shape:
         return None
-    y = np.empty(tuple(x.shape), np.float32)
-    _C.layernorm(
-        x.numpy(),
-        None if residual is None else residual.numpy(),
-        scale.numpy(),
-        None if bias is None else bias.numpy(),
-        y,
-        float(eps),
-    )
-    return torch.from_numpy(y)
+    run = layernorm_runner(tuple(x.shape), residual is not None, scale, bias, eps, lambda *_: None)
+    return None if run is None else run(x, residual)
+
+
+def attention_runner(
+    q_shape: tuple[int, ...],
+    kt_shape: tuple[int, ...],
+    v_shape: tuple[int, ...],
+    mask_shape: tuple[int, ...] | None,
+    scale: float,
+) -> Any:
+    """A runner of softmax(scale * q @ kt + mask) @ v through the C++ kernel for float32 CPU operands of
+    these shapes, read in place (permuted and broadcast views included): run(q, kt, v, mask); None
+    when the shapes do not fit the kernel (leading dims that differ, a mask that widens the scores).
+    The result is a (..., Sq, Dv) view of a (B, Sq, H, Dv) buffer: the layout the usual Transpose +
+    Reshape after attention reads without a copy."""
+    rank = len(q_shape)
+    if not hasattr(_C, "attention") or rank not in (3, 4) or len(kt_shape) != rank or len(v_shape) != rank:
+        return None
+    lead = tuple(q_shape[:-2])
+    if (
+        tuple(kt_shape[:-2]) != lead
+        or tuple(v_shape[:-2]) != lead
+        or q_shape[-1] != kt_shape[-2]
+        or kt_shape[-1] != v_shape[-2]
+    ):
+        return None
+    scores = (*lead, q_shape[-2], kt_shape[-1])
+    if mask_shape is not None:
+        try:
+            if tuple(torch.broadcast_shapes(scores, tuple(mask_shape))) != scores:
+                return None
+        except RuntimeError:
+            return None
+    b, h = (1, lead[0]) if rank == 3 else lead
+    sq, dv = q_shape[-2], v_shape[-1]
+    scores4 = (b, h, sq, kt_shape[-1])
+    attn, empty, f32, from_numpy = _C.attention, np.empty, np.float32, torch.from_numpy
+
+    def run(q: torch.Tensor, kt: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        if rank == 3:
+            q, kt, v = q.unsqueeze(0), kt.unsqueeze(0), v.unsqueeze(0)
+            mask = None if mask is None else mask.broadcast_to(scores).unsqueeze(0)
+        m = None if mask is None else mask.broadcast_to(scores4).numpy()
+        out = empty((b, sq, h, dv), f32)
+        attn(q.numpy(), kt.numpy(), v.numpy(), m, out.transpose(0, 2, 1, 3), scale)
+        y = from_numpy(out).permute(0, 2, 1, 3)
+        return y[0] if rank == 3 else y
+
+    return run
 
 
 def attention(
     q: torch.Tensor, kt: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, scale: float
 ) -> torch.Tensor | None:
-    """softmax(scale * q @ kt + mask) @ v through the C++ kernel, reading q, kt, v and the mask in place
-    (permuted and broadcast views included); None when the operands do not fit it (the caller then
-    runs the steps on torch). The result is a (..., Sq, Dv) view of a (B, Sq, H, Dv) buffer: the
-    layout the usual Transpose + Reshape after attention reads without a copy."""
-    if not hasattr(_C, "attention") or q.dim() not in (3, 4) or kt.dim() != q.dim() or v.dim() != q.dim():
+    """attention_runner's result for these operands, or None when they do not fit the kernel (not
+    float32 CPU tensors, or shapes it does not take)."""
+    ts = (q, kt, v) if mask is None else (q, kt, v, mask)
+    if any(t.dtype != torch.float32 or t.device.type != "cpu" for t in ts):
         return None
-    if any(t.dtype != torch.float32 or t.device.type != "cpu" for t in (q, kt, v)):
-        return None
-    lead = q.shape[:-2]
-    if (
-        kt.shape[:-2] != lead
-        or v.shape[:-2] != lead
-        or q.shape[-1] != kt.shape[-2]
-        or kt.shape[-1] != v.shape[-2]
-    ):
-        return None
-    scores = (*lead, q.shape[-2], kt.shape[-1])
-    m = None
-    if mask is not None:
-        if mask.dtype != torch.float32 or mask.device.type != "cpu":
-            return None
-        try:
-            if torch.broadcast_shapes(scores, mask.shape) != scores:
-                return None
-        except RuntimeError:
-            return None
-        m = mask.broadcast_to(scores)
-    if q.dim() == 3:
-        q, kt, v = q.unsqueeze(0), kt.unsqueeze(0), v.unsqueeze(0)
-        m = None if m is None else m.unsqueeze(0)
-    b, h, sq, _ = q.shape
-    dv = v.shape[-1]
-    out = np.empty((b, sq, h, dv), np.float32)
-    _C.attention(
-        q.numpy(), kt.numpy(), v.numpy(), None if m is None else m.numpy(), out.transpose(0, 2, 1, 3), scale
+    run = attention_runner(
+        tuple(q.shape), tuple(kt.shape), tuple(v.shape), None if mask is None else tuple(mask.shape), scale
     )
-    y = torch.from_numpy(out).permute(0, 2, 1, 3)
-    return y[0] if len(lead) == 1 else y
+    return None if run is None else run(q, kt, v, mask)
 
 
 def _c_array(x: torch.Tensor) -> np.ndarray:

@@ -101,7 +101,33 @@ def Gelu(x: torch.Tensor, approximate: str = "none") -> torch.Tensor:
     return cpu_kernels.gelu(x, approximate)
 
 
-@register("Attention", since=1, domain=DOMAIN, fresh=True)
+def _attention_prepare(shapes: list[Any], consts: list[Any], scale: float = 1.0, scale_op: str = "") -> Any:
+    """The kernel bound to this signature's shapes once (see cpu_kernels.attention_runner); operands
+    that are not float32 run the op's own steps."""
+    if any(sh is None for sh in shapes[:3]) or (
+        len(shapes) > 3 and shapes[3] is None and consts[3] is not None
+    ):
+        return None
+    mask_shape = shapes[3] if len(shapes) > 3 else None
+    factor = 1.0 / scale if scale_op == "div" else (scale if scale_op == "mul" else 1.0)
+    run = cpu_kernels.attention_runner(
+        *(tuple(sh) for sh in shapes[:3]), mask_shape and tuple(mask_shape), factor
+    )
+    if run is None:
+        return None
+    t32 = torch.float32
+
+    def step(
+        q: torch.Tensor, kt: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        if q.dtype is t32 and kt.dtype is t32 and v.dtype is t32 and (mask is None or mask.dtype is t32):
+            return run(q, kt, v, mask)
+        return Attention(q, kt, v, mask, scale, scale_op)
+
+    return step
+
+
+@register("Attention", since=1, domain=DOMAIN, fresh=True, prepare=_attention_prepare)
 def Attention(
     q: torch.Tensor,
     kt: torch.Tensor,
@@ -126,7 +152,20 @@ def Attention(
     return torch.matmul(torch.softmax(s, -1), v)
 
 
-@register("AddLayerNorm", since=1, domain=DOMAIN, fresh=True)
+def _add_layernorm_prepare(shapes: list[Any], consts: list[Any], epsilon: float = 1e-5) -> Any:
+    """The kernel with the constant scale and bias bound once, for a residual of the input's shape."""
+    if shapes[0] is None or tuple(shapes[0]) != tuple(shapes[1] or ()) or consts[2] is None:
+        return None
+    bias = consts[3] if len(consts) > 3 else None
+    if len(shapes) > 3 and shapes[3] is not None and bias is None:
+        return None  # a bias computed at run time
+    scale = consts[2]
+    return cpu_kernels.layernorm_runner(
+        tuple(shapes[0]), True, scale, bias, epsilon, lambda a, b: AddLayerNorm(a, b, scale, bias, epsilon)
+    )
+
+
+@register("AddLayerNorm", since=1, domain=DOMAIN, fresh=True, prepare=_add_layernorm_prepare)
 def AddLayerNorm(
     a: torch.Tensor,
     b: torch.Tensor,

@@ -648,7 +648,31 @@ def InstanceNormalization(input: Tensor, scale: Tensor, B: Tensor, epsilon: floa
     return F.instance_norm(input, weight=scale.to(dt), bias=B.to(dt), eps=epsilon)
 
 
-@register("LayerNormalization", since=17, fresh=True)
+def _layernorm_prepare(
+    shapes: list[Any],
+    consts: list[Any],
+    axis: int = -1,
+    epsilon: float = 1e-5,
+    stash_type: int = 1,
+    _noutputs: int = 1,
+) -> Any:
+    """Over the last axis with constant float32 scale (and bias), one output: the C++ kernel with the
+    constants bound once."""
+    xs = shapes[0]
+    if xs is None or not xs or _noutputs != 1 or stash_type != 1 or axis not in (-1, len(xs) - 1):
+        return None
+    scale = consts[1]
+    bias = consts[2] if len(consts) > 2 else None
+    if scale is None or (len(shapes) > 2 and shapes[2] is not None and bias is None):
+        return None
+
+    def fallback(x: Tensor, _r: Any) -> Tensor:
+        return LayerNormalization(x, scale, bias, axis, epsilon, stash_type, 1)
+
+    return cpu_kernels.layernorm_runner(tuple(xs), False, scale, bias, epsilon, fallback)
+
+
+@register("LayerNormalization", since=17, fresh=True, prepare=_layernorm_prepare)
 def LayerNormalization(
     X: Tensor,
     Scale: Tensor,
