@@ -666,6 +666,22 @@ def test_add_layernorm_fusion(rng, b_shape, axis, bias, extra_use, fused):
         np.testing.assert_allclose(got[o.name], want, rtol=1e-5, atol=1e-5)
 
 
+def test_attention_bound_at_plan_time_matches_the_op(rng):
+    """The runner bound for a signature gives the op's numbers: a scalar mask, a 3-D signature, and a
+    mask whose shape the signature did not record (run the general way)."""
+    from zeroskip.ops.fused import Attention, _attention_prepare
+
+    q, kt, v = (
+        torch.from_numpy(rng.standard_normal(s).astype(np.float32)) for s in ((2, 5, 4), (2, 4, 6), (2, 6, 3))
+    )
+    shapes = [tuple(q.shape), tuple(kt.shape), tuple(v.shape)]
+    for mask, mask_shape in ((torch.tensor(0.5), ()), (torch.zeros(2, 1, 6), None), (None, None)):
+        step = _attention_prepare([*shapes, mask_shape], [None] * 4, scale=2.0, scale_op="div")
+        assert step is not None
+        want = Attention(q, kt, v, mask, 2.0, "div")
+        np.testing.assert_allclose(step(q, kt, v, mask), want, rtol=1e-5, atol=1e-6)
+
+
 def test_attention_op_falls_back_to_torch_off_the_kernel(rng):
     """Operands the kernel does not take (a mask that widens the scores, leading dims that broadcast)
     run the same steps on torch."""

@@ -111,7 +111,7 @@ def _attention_prepare(shapes: list[Any], consts: list[Any], scale: float = 1.0,
     mask_shape = shapes[3] if len(shapes) > 3 else None
     factor = 1.0 / scale if scale_op == "div" else (scale if scale_op == "mul" else 1.0)
     run = cpu_kernels.attention_runner(
-        *(tuple(sh) for sh in shapes[:3]), mask_shape and tuple(mask_shape), factor
+        *(tuple(sh) for sh in shapes[:3]), None if mask_shape is None else tuple(mask_shape), factor
     )
     if run is None:
         return None
@@ -120,7 +120,9 @@ def _attention_prepare(shapes: list[Any], consts: list[Any], scale: float = 1.0,
     def step(
         q: torch.Tensor, kt: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
     ) -> torch.Tensor:
-        if q.dtype is t32 and kt.dtype is t32 and v.dtype is t32 and (mask is None or mask.dtype is t32):
+        # A mask this signature did not see the shape of goes the general way too.
+        ok_mask = mask is None or (mask_shape is not None and mask.dtype is t32)
+        if q.dtype is t32 and kt.dtype is t32 and v.dtype is t32 and ok_mask:
             return run(q, kt, v, mask)
         return Attention(q, kt, v, mask, scale, scale_op)
 
