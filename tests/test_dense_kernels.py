@@ -607,7 +607,7 @@ def test_attention(isa, shape, rng):
     kt = rng.standard_normal((b, sk, h, d)).astype(F32).transpose(0, 2, 3, 1)
     v = rng.standard_normal((b, sk, h, dv)).astype(F32).transpose(0, 2, 1, 3)
     pad = np.where(rng.random((b, 1, 1, sk)) < 0.3, -1e4, 0.0).astype(F32)
-    for mask, scale in ((pad, 0.3), (None, 1.0)):
+    for mask, scale in ((pad, 0.3), (None, 1.0), (None, 0.7)):
         out = np.empty((b, sq, h, dv), F32).transpose(0, 2, 1, 3)
         assert dense.attention(q, kt, v, mask, out, scale=scale, isa=isa) is out
         ref = _attention_ref(q, kt, v, None if mask is None else np.broadcast_to(mask, (b, h, sq, sk)), scale)

@@ -584,13 +584,10 @@ struct Impl {
     for (int r = 0; r < RT; ++r) {
       float* row = sc + r * skp;
       float mx = hmax(vmax[r]);
-      // Keys past the whole vectors, and every key of a mask read element by element.
+      // Keys past the whole vectors, and every key of a mask read element by element. Without a mask
+      // every stored vector is already scaled; with one, only the whole vectors of a contiguous mask.
       for (size_t j = (vec_mask || !mrow) ? sk_full : 0; j < s.sk; ++j) {
-        if (mrow) {
-          row[j] = row[j] * s.scale + mrow[r][static_cast<ptrdiff_t>(j) * s.m[3]];
-        } else {
-          row[j] *= s.scale;
-        }
+        if (mrow) row[j] = row[j] * s.scale + mrow[r][static_cast<ptrdiff_t>(j) * s.m[3]];
         mx = row[j] > mx ? row[j] : mx;
       }
       inv[r] = 1.0f / exp_shifted(row, s.sk, mx);
