@@ -18,13 +18,11 @@ from zeroskip.formats import CSR
 
 __all__ = [
     "SparseLinear",
-    "attention",
     "attention_runner",
     "available",
     "conv_dense_csr",
     "gelu",
     "gelu_out",
-    "layernorm",
     "layernorm_runner",
     "linear_small",
     "pool2d",
@@ -112,17 +110,6 @@ def layernorm_runner(
     return run
 
 
-def layernorm(
-    x: torch.Tensor, residual: torch.Tensor | None, scale: torch.Tensor, bias: torch.Tensor | None, eps: float
-) -> torch.Tensor | None:
-    """layer_norm(x (+ residual)) over the last dim, times scale (+ bias), through the C++ kernel; None
-    when the operands do not fit it (not float32, strided, a residual of another shape)."""
-    if residual is not None and residual.shape != x.shape:
-        return None
-    run = layernorm_runner(tuple(x.shape), residual is not None, scale, bias, eps, lambda *_: None)
-    return None if run is None else run(x, residual)
-
-
 def attention_runner(
     q_shape: tuple[int, ...],
     kt_shape: tuple[int, ...],
@@ -169,20 +156,6 @@ def attention_runner(
         return y[0] if rank == 3 else y
 
     return run
-
-
-def attention(
-    q: torch.Tensor, kt: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, scale: float
-) -> torch.Tensor | None:
-    """attention_runner's result for these operands, or None when they do not fit the kernel (not
-    float32 CPU tensors, or shapes it does not take)."""
-    ts = (q, kt, v) if mask is None else (q, kt, v, mask)
-    if any(t.dtype != torch.float32 or t.device.type != "cpu" for t in ts):
-        return None
-    run = attention_runner(
-        tuple(q.shape), tuple(kt.shape), tuple(v.shape), None if mask is None else tuple(mask.shape), scale
-    )
-    return None if run is None else run(q, kt, v, mask)
 
 
 def _c_array(x: torch.Tensor) -> np.ndarray:
