@@ -177,6 +177,31 @@ def _noncontig(a: np.ndarray) -> np.ndarray:
     return wide if not wide.flags.c_contiguous else a
 
 
+def _array_corruption(
+    corruption: str, expect: str, *arrays: tuple[str, np.ndarray]
+) -> tuple[list[Any], str, str] | None:
+    """The corruptions every array argument takes alike: NAME_float64, NAME_noncontig and NAME_list, for
+    the (name, array) pairs given. Returns the arguments to pass (the named one replaced), the
+    corruption and the expectation (a view that cannot be made non-contiguous is the valid call), or
+    None for any other corruption."""
+    name, _, kind = corruption.partition("_")
+    names = [n for n, _ in arrays]
+    if name not in names or kind not in ("float64", "noncontig", "list"):
+        return None
+    args: list[Any] = [a for _, a in arrays]
+    a = args[names.index(name)]
+    if kind == "float64":
+        bad = a.astype(np.float64)
+    elif kind == "list":
+        bad = a.tolist()
+    else:
+        bad = _noncontig(a)
+        if bad.flags.c_contiguous:
+            return args, "none", MUST_WORK
+    args[names.index(name)] = bad
+    return args, corruption, expect
+
+
 def _values(rng: np.random.Generator, shape: tuple[int, ...], special: bool) -> np.ndarray:
     x = np.array(rng.standard_normal(shape) * 2, dtype=np.float32)
     if special and x.size:
@@ -627,23 +652,18 @@ def _dense_case(
         approximate = p["approximate"]
         xarg: Any = x
         outarg: Any = None
-        if corruption == "inplace":
+        hit = _array_corruption(corruption, expect, ("x", x))
+        if hit is not None:
+            (xarg,), corruption, expect = hit
+        elif corruption == "inplace":
             x = x.copy()
             xarg = outarg = x.copy()
-        elif corruption == "x_float64":
-            xarg = x.astype(np.float64)
         elif corruption == "x_float16":
             x = x.astype(np.float16).astype(np.float32)
             xarg = x.astype(np.float16)
         elif corruption == "x_int32":
             x = np.nan_to_num(np.round(x), nan=0, posinf=1000, neginf=-1000).clip(-1000, 1000)
             xarg = x.astype(np.int32)
-        elif corruption == "x_noncontig":
-            xarg = _noncontig(x)
-            if xarg.flags.c_contiguous:
-                corruption, expect = "none", MUST_WORK
-        elif corruption == "x_list":
-            xarg = x.tolist()
         elif corruption == "x_ragged":
             xarg = [[1.0, 2.0], [3.0]]
         elif corruption == "out_shape":
@@ -709,16 +729,13 @@ def _dense_case(
         xarg = x
         barg: Any = bias
         outarg = None
-        if corruption == "w_1d":
+        hit = _array_corruption(corruption, expect, ("w", w), ("x", x))
+        if hit is not None:
+            (warg, xarg), corruption, expect = hit
+        elif corruption == "w_1d":
             warg = w.reshape(-1)
         elif corruption == "w_3d":
             warg = w[None]
-        elif corruption == "w_float64":
-            warg = w.astype(np.float64)
-        elif corruption == "w_noncontig":
-            warg = _noncontig(w)
-            if warg.flags.c_contiguous:
-                corruption, expect = "none", MUST_WORK
         elif corruption == "x_wrong_k":
             xarg = _values(rng, (*x.shape[:-1], k + 1), False)
         elif corruption == "x_rank3":
@@ -726,14 +743,6 @@ def _dense_case(
         elif corruption == "x_0d":
             xarg = np.float32(1.0)
             expect = MUST_FAIL
-        elif corruption == "x_float64":
-            xarg = x.astype(np.float64)
-        elif corruption == "x_noncontig":
-            xarg = _noncontig(x)
-            if xarg.flags.c_contiguous:
-                corruption, expect = "none", MUST_WORK
-        elif corruption == "x_list":
-            xarg = x.tolist()
         elif corruption == "bias_length":
             barg = _values(rng, (n + 1,), False)
         elif corruption == "bias_float64":
@@ -803,7 +812,10 @@ def _dense_case(
         kindarg = kind
         outarg = None
         oshape: Any = None
-        if corruption == "stride_zero":
+        hit = _array_corruption(corruption, expect, ("w", w), ("x", x))
+        if hit is not None:
+            (warg, xarg), corruption, expect = hit
+        elif corruption == "stride_zero":
             sarg = (0, strides[1])
         elif corruption == "stride_negative":
             sarg = (strides[0], -2)
@@ -834,12 +846,6 @@ def _dense_case(
             expect = EMPTY_OK
         elif corruption == "x_rank3":
             xarg = x.reshape(nb * c, h, wd)
-        elif corruption == "x_float64":
-            xarg = x.astype(np.float64)
-        elif corruption == "x_noncontig":
-            xarg = _noncontig(x)
-            if xarg.flags.c_contiguous:
-                corruption, expect = "none", MUST_WORK
         elif corruption == "x_empty":
             x = xarg = np.zeros((nb, c, 0, wd), np.float32)
             # only padding: dwconv2d gives bias (clamped); a pooling window with no tap in the image
@@ -855,8 +861,6 @@ def _dense_case(
             warg = np.zeros((c, 1, 0, kw), np.float32)
         elif corruption == "w_rank3":
             warg = w.reshape(c, kh, kw)
-        elif corruption == "w_float64":
-            warg = w.astype(np.float64)
         elif corruption == "bias_length":
             barg = _values(rng, (c + 1,), False)
         elif corruption == "bias_float64":
