@@ -31,6 +31,14 @@ TOLERANCE = {
         "rel_per_col": np.finfo(np.float32).eps / 64,
         "abs": 1e-37,
     },
+    # CUDA kernels (tests/test_cuda.py): float32 accumulation (bounded like float32 above, by
+    # rel_to_abs_sum * (K + 1) * sum |w||x|), then one rounding of y to its dtype: half an ulp relative
+    # (out_rel) and the dtype's smallest subnormal absolute.
+    "cuda": {
+        "float32": {"out_rel": 2.0**-24, "abs": 1e-30},
+        "float16": {"out_rel": 2.0**-11, "abs": 2.0**-24},
+        "bfloat16": {"out_rel": 2.0**-8, "abs": 2.0**-133},
+    },
 }
 
 # Whole models against onnxruntime (outputs of unit scale; the two runtimes sum in different orders

@@ -23,6 +23,9 @@
 
 namespace py = pybind11;
 
+// csrc/python/cuda_bindings.cc
+void register_cuda_bindings(py::module_& m);
+
 namespace {
 
 using F32In = py::array_t<float, py::array::c_style | py::array::forcecast>;
@@ -389,6 +392,7 @@ PYBIND11_MODULE(_C, m) {
   }, "Row boundaries the driver gives each of `parts` threads (for tests).");
   m.def("cuda_device_count", &zs::cuda::device_count);
   m.def("cuda_compiled", &zs::cuda::compiled_with_cuda);
+  register_cuda_bindings(m);
 
   py::class_<zs::PackedCsr>(m, "PackedCsr")
       .def(py::init([](int64_t rows, int64_t cols, F32In values, I64In indices, I64In indptr) {

@@ -108,3 +108,45 @@ def dwconv(
     clamp_max: float = ...,
     isa: str | None = None,
 ) -> None: ...
+
+# CUDA (csrc/python/cuda_bindings.cc): host-side packing in every build; the launchers raise
+# RuntimeError in builds without CUDA.
+def cuda_half_bits(x: np.ndarray, dtype: str) -> np.ndarray: ...
+def cuda_sp24_layout() -> dict[str, int]: ...
+def cuda_csr_layout() -> dict[str, int]: ...
+def cuda_sp24_pack(w: np.ndarray, src: str, dtype: str) -> tuple[np.ndarray, np.ndarray]: ...
+def cuda_sp24_unpack(values: np.ndarray, meta: np.ndarray, rows: int, cols: int) -> np.ndarray: ...
+def cuda_sp24_fragments(
+    values: np.ndarray, meta: np.ndarray, rows: int, cols: int, mt: int, kt: int
+) -> tuple[np.ndarray, np.ndarray]: ...
+def cuda_spmm_csr(
+    values: int,
+    indices: int,
+    row_start: int,
+    row_end: int,
+    row_order: int,
+    rows: int,
+    cols: int,
+    n_long: int,
+    x: int,
+    y: int,
+    n: int,
+    dtype: str,
+    device: int,
+    stream: int,
+) -> None: ...
+def cuda_gemm_sp24(
+    values: int,
+    meta: int,
+    rows: int,
+    cols: int,
+    x: int,
+    ldx: int,
+    kx: int,
+    y: int,
+    n: int,
+    dtype: str,
+    tile: int,
+    device: int,
+    stream: int,
+) -> None: ...
