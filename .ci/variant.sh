@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Test builds of the extension that CI runs besides the normal one:
-#   sanitize         C++ kernels and bindings under AddressSanitizer + UBSan; kernel and format tests.
+#   sanitize         C++ kernels and bindings under AddressSanitizer + UBSan; kernel and format tests,
+#                    and the CUDA host-side packing with the no-CUDA stubs (the variants build without CUDA).
 #   avx512-emulated  AVX-512 kernels compiled against SIMDe (AVX2 underneath), so they run their tests
 #                    on CPUs without AVX-512.
 # Usage: bash .ci/variant.sh VARIANT [PYTHON]   (PYTHON has numpy, pytest, scikit-build-core, pybind11, ninja)
@@ -12,7 +13,7 @@ start=$SECONDS
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 
-preload="" opts=() tests=(tests/test_kernels.py tests/test_formats.py tests/test_dense_kernels.py)
+preload="" opts=() tests=(tests/test_kernels.py tests/test_formats.py tests/test_dense_kernels.py tests/test_cuda.py)
 case "$variant" in
   sanitize)
     opts=(-Ccmake.define.ZEROSKIP_SANITIZE=ON)
