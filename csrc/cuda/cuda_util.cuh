@@ -65,7 +65,8 @@ __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) {
 inline void check(cudaError_t e, const char* what) {
   if (e != cudaSuccess) {
     cudaGetLastError();  // clear a non-sticky error so later calls start clean
-    throw std::runtime_error(std::string(what) + ": " + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")");
+    throw std::runtime_error(std::string(what) + ": " + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) +
+                             ")");
   }
 }
 
@@ -75,8 +76,8 @@ inline void use_device(int device, const char* what) {
   int count = 0;
   check(cudaGetDeviceCount(&count), what);
   if (device < 0 || device >= count)
-    throw std::invalid_argument(std::string(what) + ": device " + std::to_string(device) + " does not exist (" +
-                                std::to_string(count) + " CUDA devices)");
+    throw std::invalid_argument(std::string(what) + ": device " + std::to_string(device) +
+                                " does not exist (" + std::to_string(count) + " CUDA devices)");
   check(cudaSetDevice(device), what);
 }
 

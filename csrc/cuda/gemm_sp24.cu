@@ -62,7 +62,8 @@ using SmallTile = Tile<1, 2, 1, 1, 4, 2, 4>;  // 16 x 16 block tile, K split ove
 using LargeTile = Tile<4, 4, 2, 2, 1, 2, 4>;  // 128 x 64 block tile, 72 KiB
 
 template <class T>
-__device__ __forceinline__ void mma_sp(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[4], uint32_t e);
+__device__ __forceinline__ void mma_sp(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[4],
+                                       uint32_t e);
 template <>
 __device__ __forceinline__ void mma_sp<__half>(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[4],
                                                uint32_t e) {
@@ -94,7 +95,9 @@ __global__ void __launch_bounds__(C::kThreads) gemm_sp24_kernel(Sp24Params p) {
   const uint16_t* x = static_cast<const uint16_t*>(p.x);
 
   auto stage_a = [&](int s) { return reinterpret_cast<uint16_t*>(smem + s * C::kStageBytes); };
-  auto stage_e = [&](int s) { return reinterpret_cast<uint32_t*>(smem + s * C::kStageBytes + C::kAHalves * 2); };
+  auto stage_e = [&](int s) {
+    return reinterpret_cast<uint32_t*>(smem + s * C::kStageBytes + C::kAHalves * 2);
+  };
   auto stage_b = [&](int s) {
     return reinterpret_cast<uint16_t*>(smem + s * C::kStageBytes + C::kAHalves * 2 + C::kMetaWords * 4);
   };
@@ -228,8 +231,8 @@ void launch(const Sp24Params& p, cudaStream_t stream) {
   auto kernel = gemm_sp24_kernel<T, C>;
   detail::check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmemBytes),
                 "cuda gemm_sp24: shared memory opt-in");
-  kernel<<<dim3(static_cast<unsigned>(row_blocks), static_cast<unsigned>(col_blocks)), C::kThreads, C::kSmemBytes,
-           stream>>>(p);
+  kernel<<<dim3(static_cast<unsigned>(row_blocks), static_cast<unsigned>(col_blocks)), C::kThreads,
+           C::kSmemBytes, stream>>>(p);
   detail::check(cudaGetLastError(), "cuda gemm_sp24 launch");
 }
 
@@ -250,10 +253,12 @@ void gemm_sp24(const Sp24Params& p) {
   if (p.m == 0 || p.n == 0) return;
   if (!p.values || !p.meta || !p.x || !p.y) throw std::invalid_argument("cuda gemm_sp24: null pointer");
   if (p.kx < p.k || p.kx % 8 || p.kx > sp24::padded_cols(p.k) || p.ldx < p.kx || p.ldx % 8)
-    throw std::invalid_argument("cuda gemm_sp24: x needs kx = k rounded up to 8 (zero-padded) columns and a row "
-                                "stride that is a multiple of 8");
+    throw std::invalid_argument(
+        "cuda gemm_sp24: x needs kx = k rounded up to 8 (zero-padded) columns and a row "
+        "stride that is a multiple of 8");
   if ((reinterpret_cast<uintptr_t>(p.x) | reinterpret_cast<uintptr_t>(p.values) |
-       reinterpret_cast<uintptr_t>(p.meta)) % 16)
+       reinterpret_cast<uintptr_t>(p.meta)) %
+      16)
     throw std::invalid_argument("cuda gemm_sp24: x, values and meta must be 16-byte aligned");
   detail::use_device(p.device, "cuda gemm_sp24");
   const auto stream = reinterpret_cast<cudaStream_t>(p.stream);

@@ -23,15 +23,15 @@ constexpr int kCsrShortGroup = 8;
 constexpr int kCsrLongRow = 128;
 
 struct CsrParams {
-  const void* values = nullptr;       // [nnz_padded], dtype
-  const uint16_t* indices = nullptr;  // [nnz_padded], column of each entry (K <= 65536)
-  const int32_t* row_start = nullptr; // [m]
-  const int32_t* row_end = nullptr;   // [m]
-  const int32_t* row_order = nullptr; // [m], rows by decreasing length
+  const void* values = nullptr;        // [nnz_padded], dtype
+  const uint16_t* indices = nullptr;   // [nnz_padded], column of each entry (K <= 65536)
+  const int32_t* row_start = nullptr;  // [m]
+  const int32_t* row_end = nullptr;    // [m]
+  const int32_t* row_order = nullptr;  // [m], rows by decreasing length
   int64_t m = 0, k = 0, n = 0;
-  int64_t n_long = 0;                 // rows row_order[0..n_long) are long
-  const void* x = nullptr;            // [n, k] row-major, dtype
-  void* y = nullptr;                  // [n, m] row-major, dtype
+  int64_t n_long = 0;       // rows row_order[0..n_long) are long
+  const void* x = nullptr;  // [n, k] row-major, dtype
+  void* y = nullptr;        // [n, m] row-major, dtype
   DType dtype = DType::kF32;
   int device = 0;
   uintptr_t stream = 0;
@@ -42,12 +42,12 @@ struct Sp24Params {
   const uint16_t* values = nullptr;  // padded_rows(m) * padded_cols(k) / 2 halves
   const uint32_t* meta = nullptr;    // padded_rows(m) / 16 * padded_cols(k) / 32 * 16 words
   int64_t m = 0, k = 0, n = 0;
-  const void* x = nullptr;  // [n, ldx] row-major; columns [kx, ...) read as zero
-  int64_t ldx = 0;          // multiple of 8, x 16-byte aligned
-  int64_t kx = 0;           // valid columns of x: k rounded up to 8 (the caller zero-pads)
-  void* y = nullptr;        // [n, m] row-major
+  const void* x = nullptr;    // [n, ldx] row-major; columns [kx, ...) read as zero
+  int64_t ldx = 0;            // multiple of 8, x 16-byte aligned
+  int64_t kx = 0;             // valid columns of x: k rounded up to 8 (the caller zero-pads)
+  void* y = nullptr;          // [n, m] row-major
   DType dtype = DType::kF16;  // kF16 or kBF16
-  int tile = 0;             // 0: choose by n, 1: small-n tile (16 x 16, split K), 2: large tile (128 x 64)
+  int tile = 0;               // 0: choose by n, 1: small-n tile (16 x 16, split K), 2: large tile (128 x 64)
   int device = 0;
   uintptr_t stream = 0;
 };

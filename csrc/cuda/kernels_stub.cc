@@ -9,8 +9,9 @@ namespace zs::cuda {
 
 namespace {
 [[noreturn]] void no_cuda(const char* what) {
-  throw std::runtime_error(std::string("zeroskip was built without CUDA (no nvcc at build time): ") + what +
-                           " is unavailable; rebuild with the CUDA toolkit installed (CUDACXX=/path/to/nvcc)");
+  throw std::runtime_error(
+      std::string("zeroskip was built without CUDA (no nvcc at build time): ") + what +
+      " is unavailable; rebuild with the CUDA toolkit installed (CUDACXX=/path/to/nvcc)");
 }
 }  // namespace
 

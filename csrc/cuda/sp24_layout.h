@@ -30,13 +30,13 @@
 
 namespace zs::cuda::sp24 {
 
-constexpr int kTileM = 16;          // rows of A per instruction
-constexpr int kTileK = 32;          // columns of A (before compression) per instruction
-constexpr int kTileValues = 256;    // kept halves per tile (16 x 16)
-constexpr int kTileMeta = 16;       // 32-bit metadata words per tile
-constexpr int kLaneValues = 8;      // halves per lane per tile (16 bytes)
-constexpr int kRowPad = 128;        // largest block tile along M
-constexpr int kColPad = 256;        // largest K per pipeline stage
+constexpr int kTileM = 16;        // rows of A per instruction
+constexpr int kTileK = 32;        // columns of A (before compression) per instruction
+constexpr int kTileValues = 256;  // kept halves per tile (16 x 16)
+constexpr int kTileMeta = 16;     // 32-bit metadata words per tile
+constexpr int kLaneValues = 8;    // halves per lane per tile (16 bytes)
+constexpr int kRowPad = 128;      // largest block tile along M
+constexpr int kColPad = 256;      // largest K per pipeline stage
 
 ZS_SP24_HD int64_t padded_rows(int64_t m) { return (m + kRowPad - 1) / kRowPad * kRowPad; }
 ZS_SP24_HD int64_t padded_cols(int64_t k) { return (k + kColPad - 1) / kColPad * kColPad; }

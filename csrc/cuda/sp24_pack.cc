@@ -19,9 +19,9 @@ uint16_t float_to_f16_bits(float f) {
   const uint32_t ax = x & 0x7fffffffu;
   if (ax >= 0x7f800000u)  // inf, or NaN (kept quiet, top payload bits kept)
     return static_cast<uint16_t>(sign | 0x7c00u | (ax > 0x7f800000u ? 0x200u | ((ax >> 13) & 0x3ffu) : 0u));
-  if (ax >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);  // >= 65520 rounds to infinity
-  if (ax >= 0x38800000u) {                                             // normal half (>= 2^-14)
-    const uint32_t rounded = ax + 0xfffu + ((ax >> 13) & 1u);          // ties to even at bit 13
+  if (ax >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);     // >= 65520 rounds to infinity
+  if (ax >= 0x38800000u) {                                                 // normal half (>= 2^-14)
+    const uint32_t rounded = ax + 0xfffu + ((ax >> 13) & 1u);              // ties to even at bit 13
     return static_cast<uint16_t>(sign | ((rounded - 0x38000000u) >> 13));  // rebias 127 -> 15
   }
   if (ax <= 0x33000000u) return static_cast<uint16_t>(sign);  // <= 2^-25 rounds to zero
@@ -125,9 +125,10 @@ bool sp24_pack(const void* w, Source src, int64_t m, int64_t k, int64_t ld, Half
       if (pos[0] > pos[1]) std::swap(pos[0], pos[1]);
       const int64_t tile = sp24::tile_index(r / sp24::kTileM, q / 8, kt_count);
       const int rr = static_cast<int>(r % sp24::kTileM), c = static_cast<int>(q % 8);
-      for (int j = 0; j < 2; ++j) values[tile * sp24::kTileValues + sp24::value_slot(rr, c, j)] = bits[pos[j]];
-      meta[tile * sp24::kTileMeta + sp24::meta_word(rr, c)] |=
-          static_cast<uint32_t>(pos[0] | (pos[1] << 2)) << sp24::meta_shift(rr, c);
+      for (int j = 0; j < 2; ++j)
+        values[tile * sp24::kTileValues + sp24::value_slot(rr, c, j)] = bits[pos[j]];
+      meta[tile * sp24::kTileMeta + sp24::meta_word(rr, c)] |= static_cast<uint32_t>(pos[0] | (pos[1] << 2))
+                                                               << sp24::meta_shift(rr, c);
     }
   }
   return true;
@@ -140,11 +141,13 @@ void sp24_unpack(const uint16_t* values, const uint32_t* meta, int64_t m, int64_
     for (int64_t q = 0; 4 * q < k; ++q) {
       const int64_t tile = sp24::tile_index(r / sp24::kTileM, q / 8, kt_count);
       const int rr = static_cast<int>(r % sp24::kTileM), c = static_cast<int>(q % 8);
-      const uint32_t nib = (meta[tile * sp24::kTileMeta + sp24::meta_word(rr, c)] >> sp24::meta_shift(rr, c)) & 0xfu;
+      const uint32_t nib =
+          (meta[tile * sp24::kTileMeta + sp24::meta_word(rr, c)] >> sp24::meta_shift(rr, c)) & 0xfu;
       const int i0 = nib & 3, i1 = nib >> 2;
       if (i0 >= i1)
-        throw std::invalid_argument("sp24_unpack: row " + std::to_string(r) + ", columns " + std::to_string(4 * q) +
-                                    ".. have metadata " + std::to_string(nib) + ", not two increasing positions");
+        throw std::invalid_argument("sp24_unpack: row " + std::to_string(r) + ", columns " +
+                                    std::to_string(4 * q) + ".. have metadata " + std::to_string(nib) +
+                                    ", not two increasing positions");
       const int pos[2] = {i0, i1};
       for (int j = 0; j < 2; ++j)
         if (4 * q + pos[j] < k)
@@ -153,15 +156,16 @@ void sp24_unpack(const uint16_t* values, const uint32_t* meta, int64_t m, int64_
   }
 }
 
-void sp24_fragments(const uint16_t* values, const uint32_t* meta, int64_t m, int64_t k, int64_t mt, int64_t kt,
-                    uint16_t* a, uint32_t* e) {
+void sp24_fragments(const uint16_t* values, const uint32_t* meta, int64_t m, int64_t k, int64_t mt,
+                    int64_t kt, uint16_t* a, uint32_t* e) {
   const int64_t kt_count = sp24::padded_cols(k) / sp24::kTileK;
   if (mt < 0 || kt < 0 || mt >= sp24::padded_rows(m) / sp24::kTileM || kt >= kt_count)
     throw std::invalid_argument("sp24_fragments: tile (" + std::to_string(mt) + ", " + std::to_string(kt) +
                                 ") is outside the packed matrix");
   const int64_t tile = sp24::tile_index(mt, kt, kt_count);
   for (int lane = 0; lane < 32; ++lane) {
-    for (int i = 0; i < sp24::kLaneValues; ++i) a[lane * sp24::kLaneValues + i] = values[sp24::lane_values_offset(tile, lane) + i];
+    for (int i = 0; i < sp24::kLaneValues; ++i)
+      a[lane * sp24::kLaneValues + i] = values[sp24::lane_values_offset(tile, lane) + i];
     e[lane] = meta[sp24::lane_meta_offset(tile, lane)];
   }
 }

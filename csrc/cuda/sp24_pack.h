@@ -40,7 +40,7 @@ void sp24_unpack(const uint16_t* values, const uint32_t* meta, int64_t m, int64_
 
 // What each lane of the warp loads for tile (mt, kt), as the kernel loads it: a[lane * 8 + i] is
 // register half a_i, e[lane] the metadata register.
-void sp24_fragments(const uint16_t* values, const uint32_t* meta, int64_t m, int64_t k, int64_t mt, int64_t kt,
-                    uint16_t* a, uint32_t* e);
+void sp24_fragments(const uint16_t* values, const uint32_t* meta, int64_t m, int64_t k, int64_t mt,
+                    int64_t kt, uint16_t* a, uint32_t* e);
 
 }  // namespace zs::cuda

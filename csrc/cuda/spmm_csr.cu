@@ -109,9 +109,11 @@ void launch_bin(const CsrParams& p, int64_t first, int64_t count, cudaStream_t s
   constexpr int64_t kGroups = kThreads / G;
   const int64_t blocks = (count + kGroups - 1) / kGroups;
   const int64_t col_tiles = (p.n + NT - 1) / NT;
-  if (col_tiles > 65535) throw std::invalid_argument("cuda spmm_csr: n=" + std::to_string(p.n) + " is too large");
-  spmm_csr_kernel<T, G, NT><<<dim3(static_cast<unsigned>(blocks), static_cast<unsigned>(col_tiles)), kThreads, 0,
-                              stream>>>(p, first, count);
+  if (col_tiles > 65535)
+    throw std::invalid_argument("cuda spmm_csr: n=" + std::to_string(p.n) + " is too large");
+  spmm_csr_kernel<T, G, NT>
+      <<<dim3(static_cast<unsigned>(blocks), static_cast<unsigned>(col_tiles)), kThreads, 0, stream>>>(
+          p, first, count);
   detail::check(cudaGetLastError(), "cuda spmm_csr launch");
 }
 
@@ -141,9 +143,12 @@ void spmm_csr(const CsrParams& p) {
   detail::use_device(p.device, "cuda spmm_csr");
   const auto stream = reinterpret_cast<cudaStream_t>(p.stream);
   switch (p.dtype) {
-    case DType::kF32: return launch<float>(p, stream);
-    case DType::kF16: return launch<__half>(p, stream);
-    case DType::kBF16: return launch<__nv_bfloat16>(p, stream);
+    case DType::kF32:
+      return launch<float>(p, stream);
+    case DType::kF16:
+      return launch<__half>(p, stream);
+    case DType::kBF16:
+      return launch<__nv_bfloat16>(p, stream);
   }
   throw std::invalid_argument("cuda spmm_csr: unknown dtype");
 }
