@@ -189,14 +189,10 @@ def gemm_sp24(w: Sp24Weight, x: Any, out: Any = None, *, tile: str = "auto") -> 
         raise InputError(f"gemm_sp24: expected a weight from zeroskip.cuda.pack_sp24, got {type(w).__name__}")
     if tile not in _TILES:
         raise InputError(f"gemm_sp24: tile must be one of {sorted(_TILES)}, got {tile!r}")
-    _require_gpu("gemm_sp24")
     torch = _torch()
     m, k = w.shape
-    x2, vector = _rows(x, k, w.dtype, "gemm_sp24")
-    n = x2.shape[0]
-    y, ret = _output(out, x, x2, n, m, vector, "gemm_sp24")
-    if n == 0 or m == 0 or k == 0:
-        y.zero_()
+    x2, n, y, ret = _begin("gemm_sp24", w, x, out)
+    if x2 is None:
         return ret
     kx = -(-k // 8) * 8
     if kx != k or x2.data_ptr() % 16:
@@ -232,14 +228,10 @@ def spmm_csr(w: CsrWeight, x: Any, out: Any = None) -> Any:
     """
     if not isinstance(w, CsrWeight):
         raise InputError(f"spmm_csr: expected a weight from zeroskip.cuda.pack_csr, got {type(w).__name__}")
-    _require_gpu("spmm_csr")
     torch = _torch()
     m, k = w.shape
-    x2, vector = _rows(x, k, w.dtype, "spmm_csr")
-    n = x2.shape[0]
-    y, ret = _output(out, x, x2, n, m, vector, "spmm_csr")
-    if n == 0 or m == 0 or k == 0:
-        y.zero_()
+    x2, n, y, ret = _begin("spmm_csr", w, x, out)
+    if x2 is None:
         return ret
     values, indices, start, end, order = w.to_device(x2.device)
     _launch(
@@ -396,6 +388,20 @@ def _output(out: Any, x: Any, x2: Any, n: int, m: int, vector: bool, what: str) 
     if out.numel() and x.numel() and a0 < b1 and b0 < a1:
         raise InputError(f"{what}: out must not share memory with x")
     return out.view(n, m), out
+
+
+def _begin(what: str, w: Any, x: Any, out: Any) -> tuple[Any, int, Any, Any]:
+    """Checks shared by the ops: a GPU, x's rows (N, K) and the output y (N, M); returns (x2, N, y, the
+    value to return), x2 None when there is nothing to compute (y is then zeroed)."""
+    _require_gpu(what)
+    m, k = w.shape
+    x2, vector = _rows(x, k, w.dtype, what)
+    n = x2.shape[0]
+    y, ret = _output(out, x, x2, n, m, vector, what)
+    if n == 0 or m == 0 or k == 0:
+        y.zero_()
+        return None, n, y, ret
+    return x2, n, y, ret
 
 
 def _launch(what: str, fn: Any, *args: Any) -> None:
