@@ -1,5 +1,5 @@
-"""Dense kernel benchmark: zeroskip gelu / softmax / gemv / depthwise conv / pooling / small convs
-(dense weight through the CSR kernel) against torch (and numpy for gemv).
+"""Dense kernel benchmark: zeroskip gelu / softmax / gemv / packed GEMM / depthwise conv / pooling / small
+convs (dense weight through the CSR kernel) against torch (and numpy for gemv and GEMM).
 
     python bench/dense.py                 # full run (about two minutes on 2 cores)
     python bench/dense.py --quick         # fewer rounds
@@ -118,6 +118,34 @@ def cases(
                     lambda w=w, x=x, b=b, yn=yn: np.add(np.matmul(x, w.T, out=yn), b, out=yn),
                 )
             )
+    # The packed GEMM at transformer and MLP shapes (rows = batch x sequence), bias fused.
+    for m, n, k in (
+        (128, 128, 128),
+        (128, 384, 384),
+        (128, 1536, 384),
+        (128, 384, 1536),
+        (8, 2048, 2048),
+        (64, 2048, 2048),
+        (1024, 512, 128),
+    ):
+        w = (rng.standard_normal((n, k)) / np.sqrt(k)).astype(np.float32)
+        b = rng.standard_normal(n).astype(np.float32)
+        pw = dense.pack_linear(w, b)
+        x = rng.standard_normal((m, k)).astype(np.float32)
+        y = np.empty((m, n), np.float32)
+        wt, bt, xt = torch.from_numpy(w), torch.from_numpy(b), torch.from_numpy(x)
+        yt = torch.empty((m, n))
+        yn = np.empty((m, n), np.float32)
+        out.append(
+            (
+                f"gemm {m}x{n}x{k} +bias",
+                {
+                    "zeroskip": lambda pw=pw, x=x, y=y: _C.gemm(pw, x, y, -np.inf, np.inf, ""),
+                    "torch": lambda wt=wt, xt=xt, bt=bt, yt=yt: torch.addmm(bt, xt, wt.t(), out=yt),
+                },
+                lambda w=w, x=x, b=b, yn=yn: np.add(np.matmul(x, w.T, out=yn), b, out=yn),
+            )
+        )
     mbv2 = [(32, 112, 1), (96, 112, 2), (144, 56, 1), (144, 56, 2), (192, 28, 1), (192, 28, 2)]
     mbv2 += [(384, 14, 1), (576, 14, 1), (576, 14, 2), (960, 7, 1), (16, 16, 1)]
     for c, hw, s in mbv2:

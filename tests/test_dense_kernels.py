@@ -1,4 +1,4 @@
-"""Dense kernels (gelu, softmax, gemv, dwconv2d, pool2d) on every ISA this CPU runs, against numpy references.
+"""Dense kernels (gelu, softmax, gemv, packed GEMM, dwconv2d, pool2d) on every ISA this CPU runs, vs numpy.
 
 numpy + pytest only (runs under qemu on arm64 too). ISAs compiled in but not runnable here are
 reported as skipped. Error bounds: conftest.TOLERANCE.
@@ -262,6 +262,136 @@ def test_gemv_threads_and_specials(isa, rng):
     _gemv_check(one, w, x, None, None, f"gemv {isa} threads")
     x[5] = np.nan
     assert np.isnan(dense.gemv(w, x, clamp=(0.0, 1.0), isa=isa)).all()  # clamp keeps NaN
+
+
+def _gemm_ref(w, x, bias, clamp, activation):
+    """float64 reference of the packed GEMM and its error bound (the Linear's, carried through GELU,
+    whose slope is at most 1.13, plus GELU's own)."""
+    xm = x.reshape(-1, w.shape[1])
+    ref, bound = reference_spmm(w, xm.T, bias)  # (N, M)
+    ref, bound = ref.T, bound.T
+    if activation:
+        # GELU's own bound taken twice: it is evaluated at the exact input, the kernel's is a little off.
+        ref, gb = (gelu_erf_ref if activation == "gelu" else gelu_tanh_ref)(ref)
+        bound = 1.13 * bound + 2 * gb
+    if clamp is not None:
+        ref = np.clip(ref, clamp[0], clamp[1])
+    return ref.reshape(*x.shape[:-1], w.shape[0]), bound.reshape(*x.shape[:-1], w.shape[0])
+
+
+def _gemm_check(y, ref, bound, what):
+    err = np.abs(y.astype(np.float64) - ref)
+    bad = np.argwhere(~(err <= bound))
+    assert not bad.size, (
+        f"{what}: {len(bad)} wrong; first {tuple(bad[0])}: {y[tuple(bad[0])]} vs {ref[tuple(bad[0])]}"
+    )
+
+
+# Sizes around every ISA's panel width (2, 8, 16, 32 columns), register tile (6 or 8 rows) and k
+# chunk (4096 / panel width floats: 128 to 2048), so tails and multi-chunk sums are all exercised.
+GEMM_NK = [(1, 1), (2, 3), (7, 5), (8, 8), (15, 17), (16, 16), (17, 31), (33, 64), (31, 129), (64, 255)]
+GEMM_NK += [(40, 256), (24, 257), (3, 513), (70, 600), (9, 2049)]
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_gemm(isa, rng):
+    for n, k in GEMM_NK:
+        w = rng.standard_normal((n, k)).astype(F32)
+        bias = rng.standard_normal(n).astype(F32)
+        p, pb = dense.pack_linear(w, isa=isa), dense.pack_linear(w, bias, isa=isa)
+        assert p.shape == (n, k)
+        assert p.isa == isa
+        assert p.nbytes >= 4 * n * k
+        for m in (1, 2, 5, 6, 7, 8, 9, 13, 17, 50):
+            x = rng.standard_normal((m, k)).astype(F32)
+            for b, packed, clamp, act in (
+                (None, p, None, ""),
+                (bias, pb, None, ""),
+                (bias, pb, (0.0, np.inf), ""),
+                (None, p, (-0.5, 0.5), ""),
+                (bias, pb, None, "gelu"),
+                (bias, pb, None, "gelu_tanh"),
+                (None, p, (0.0, 6.0), "gelu"),
+            ):
+                y = dense.linear(packed, x, clamp=clamp, activation=act)
+                assert y.shape == (m, n)
+                assert y.dtype == F32
+                ref, bound = _gemm_ref(w, x, b, clamp, act)
+                _gemm_check(y, ref, bound, f"gemm {isa} {n}x{k} m={m} bias={b is not None} {clamp} {act!r}")
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_gemm_shapes_threads_specials(isa, rng):
+    # Leading dims are kept; k = 0 gives act(bias); out= is written in place.
+    w = rng.standard_normal((50, 70)).astype(F32)
+    bias = rng.standard_normal(50).astype(F32)
+    p = dense.pack_linear(w, bias, isa=isa)
+    x = rng.standard_normal((2, 3, 70)).astype(F32)
+    out = np.full((2, 3, 50), np.nan, F32)
+    assert dense.linear(p, x, out=out) is out
+    ref, bound = _gemm_ref(w, x, bias, None, "")
+    _gemm_check(out, ref, bound, f"gemm {isa} 3-D")
+    assert dense.linear(p, np.zeros((0, 70), F32)).shape == (0, 50)
+    empty = dense.pack_linear(np.zeros((5, 0), F32), bias[:5], isa=isa)
+    np.testing.assert_array_equal(
+        dense.linear(empty, np.zeros((3, 0), F32), clamp=(0, np.inf)),
+        np.tile(np.maximum(bias[:5], 0), (3, 1)),
+    )
+    assert dense.linear(dense.pack_linear(np.zeros((0, 4), F32), isa=isa), np.ones((3, 4), F32)).shape == (
+        3,
+        0,
+    )
+    # Threads split panels or rows; every output is summed in the same order either way.
+    for n, m in ((300, 40), (20, 200)):
+        wt = rng.standard_normal((n, 150)).astype(F32)
+        pt = dense.pack_linear(wt, isa=isa)
+        xt = rng.standard_normal((m, 150)).astype(F32)
+        one, three = _on_threads(lambda pt=pt, xt=xt: dense.linear(pt, xt), 1, 3)
+        np.testing.assert_array_equal(three, one)
+    # NaN in a row of x makes that row NaN (also through clamp and GELU); inf gives inf or NaN like numpy.
+    x = rng.standard_normal((9, 70)).astype(F32)
+    x[4, 3] = np.nan
+    for clamp, act in ((None, ""), ((0.0, 1.0), ""), (None, "gelu"), (None, "gelu_tanh")):
+        y = dense.linear(p, x, clamp=clamp, activation=act)
+        assert np.isnan(y[4]).all(), (clamp, act)
+        assert not np.isnan(np.delete(y, 4, axis=0)).any(), (clamp, act)
+    w1 = np.ones((3, 2), F32)
+    y = dense.linear(dense.pack_linear(w1, isa=isa), np.array([[np.inf, 1.0], [np.inf, -np.inf]], F32))
+    assert np.isposinf(y[0]).all()
+    assert np.isnan(y[1]).all()
+
+
+def test_gemm_errors():
+    w = np.ones((4, 8), F32)
+    p = dense.pack_linear(w)
+    with pytest.raises(InputError, match="x has shape"):
+        dense.linear(p, np.ones((2, 7), F32))
+    with pytest.raises(InputError, match="out has shape"):
+        dense.linear(p, np.ones((2, 8), F32), out=np.empty((2, 5), F32))
+    with pytest.raises(InputError, match="out has shape"):
+        dense.linear(p, np.ones((2, 8), F32), out=np.empty((3, 4), F32))
+    with pytest.raises(InputError, match="float32"):
+        dense.linear(p, np.ones((2, 8)))
+    with pytest.raises(InputError, match="contiguous"):
+        dense.linear(p, np.ones((2, 16), F32)[:, ::2])
+    buf = np.ones(16, F32)
+    p8 = dense.pack_linear(np.ones((8, 8), F32))
+    with pytest.raises(InputError, match="share memory"):
+        dense.linear(p8, buf[:8].reshape(1, 8), out=buf[4:12].reshape(1, 8))
+    with pytest.raises(InputError, match="clamp"):
+        dense.linear(p, np.ones((2, 8), F32), clamp=(1.0, 0.0))
+    with pytest.raises(InputError, match="activation"):
+        dense.linear(p, np.ones((2, 8), F32), activation="relu6")
+    with pytest.raises(InputError, match="pack_linear"):
+        dense.linear(w, np.ones((2, 8), F32))
+    with pytest.raises(InputError, match="2-D"):
+        dense.pack_linear(np.ones(8, F32))
+    with pytest.raises(InputError, match="bias"):
+        dense.pack_linear(w, np.ones(3, F32))
+    with pytest.raises(InputError, match="float32"):
+        dense.pack_linear(w.astype(np.float64))
+    with pytest.raises(KernelError):
+        dense.pack_linear(w, isa="nope")
 
 
 def test_errors():

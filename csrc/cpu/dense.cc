@@ -112,6 +112,60 @@ void gemm_small_f32(const DenseOps& ops, const float* w, const float* x, const f
   });
 }
 
+PackedGemm::PackedGemm(const DenseOps& ops, const float* w, const float* bias, size_t n, size_t k)
+    : ops_(&ops), n_(n), k_(k), off_(0), buf_(gemm_packed_floats(ops.gemm_np, n, k) + 16) {
+  const auto addr = reinterpret_cast<uintptr_t>(buf_.data());
+  off_ = ((64 - addr % 64) % 64) / sizeof(float);
+  const size_t np = ops.gemm_np, panels = (n + np - 1) / np;
+  float* wp = buf_.data() + off_;
+  for (size_t p = 0; p < panels; ++p) {
+    float* dst = wp + p * np * k;
+    for (size_t c = 0; c < np; ++c) {
+      const size_t row = p * np + c;
+      if (row >= n) {
+        for (size_t j = 0; j < k; ++j) dst[j * np + c] = 0.0f;
+        continue;
+      }
+      const float* src = w + row * k;
+      for (size_t j = 0; j < k; ++j) dst[j * np + c] = src[j];
+    }
+  }
+  float* b = wp + panels * np * k;
+  for (size_t c = 0; c < panels * np; ++c) b[c] = bias && c < n ? bias[c] : 0.0f;
+}
+
+void gemm_f32(const PackedGemm& w, const float* x, size_t ldx, float* y, size_t ldy, size_t m, GemmAct act,
+              float lo, float hi) {
+  const DenseOps& ops = w.ops();
+  const size_t n = w.n(), np = ops.gemm_np, mr = ops.gemm_mr, panels = (n + np - 1) / np;
+  if (m == 0 || n == 0) return;
+  const bool clamp = lo > -__builtin_inff() || hi < __builtin_inff();
+  GemmArgs a{w.data(), x, ldx, y, ldy, m, n, w.k(), act, clamp, lo, hi};
+  std::vector<float> bias_step, ones;
+  if (a.k == 0) {
+    // y = act(bias): one step of k whose weights are the bias (a k = 0 buffer holds just the
+    // padded bias), times x = 1, with a zero bias.
+    bias_step.assign(gemm_packed_floats(np, n, 1), 0.0f);
+    for (size_t c = 0; c < panels * np; ++c) bias_step[c] = a.wp[c];
+    ones.assign(m, 1.0f);
+    a.wp = bias_step.data();
+    a.x = ones.data();
+    a.ldx = 1;
+    a.k = 1;
+  }
+  const size_t row_tiles = (m + mr - 1) / mr;
+  const int parts = parts_for(m * n * a.k, kMinParallelMacs, panels > row_tiles ? panels : row_tiles);
+  // Panels to each thread when there are enough of them (every thread reads all of x), else rows.
+  const bool by_panels = panels >= 2 * static_cast<size_t>(parts) || panels >= row_tiles;
+  run_parts(parts, [&](int t, int p) {
+    if (by_panels) {
+      ops.gemm_packed(a, 0, m, split(panels, 1, t, p), split(panels, 1, t + 1, p));
+    } else {
+      ops.gemm_packed(a, split(m, mr, t, p), split(m, mr, t + 1, p), 0, panels);
+    }
+  });
+}
+
 void dwconv2d_f32(const DenseOps& ops, const float* x, const float* w, const float* bias, float* y,
                   const DwConvShape& s, float clamp_min, float clamp_max) {
   if (s.n == 0 || s.c == 0 || s.oh == 0 || s.ow == 0) return;

@@ -9,6 +9,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "registry.h"
 
@@ -53,6 +54,27 @@ inline size_t attn_scratch_floats(const AttnShape& s, size_t lanes) {
   return s.d * skp + s.sk * dvp + kAttnTile * s.d + kAttnTile * skp;
 }
 
+// The packed GEMM: y = act(x @ w^T + bias) with w (n x k) copied once into
+// panels of `gemm_np` output columns, k-major (panel p, step j: w[p np + c][j]
+// for c < np, 0 past n), followed by the bias padded to whole panels (0 when
+// there is none). x is m x k with row stride ldx, y m x n with row stride ldy.
+// The activation comes before the clamp (Relu and Clip are clamps).
+enum class GemmAct : int { kNone = 0, kGeluErf = 1, kGeluTanh = 2 };
+struct GemmArgs {
+  const float* wp;  // gemm_pack_f32's buffer for this ISA's gemm_np
+  const float* x;
+  size_t ldx;
+  float* y;
+  size_t ldy;
+  size_t m, n, k;
+  GemmAct act;
+  bool clamp;
+  float lo, hi;
+};
+
+// Floats in a packed GEMM weight for panels of np columns.
+inline size_t gemm_packed_floats(size_t np, size_t n, size_t k) { return (n + np - 1) / np * np * (k + 1); }
+
 struct DenseOps {
   Isa isa;
   // y[i] = gelu(x[i]); exact (erf) form, or the tanh form when tanh_approx.
@@ -78,6 +100,10 @@ struct DenseOps {
   // null); y may be x (or r).
   void (*layernorm)(const float* x, const float* r, const float* scale, const float* bias, float* y, size_t rows,
                     size_t n, float eps);
+  // Output columns per panel of the packed GEMM weight, and rows per register tile.
+  size_t gemm_np, gemm_mr;
+  // Rows [rb, re) x panels [pb, pe) of the packed GEMM (see GemmArgs).
+  void (*gemm_packed)(const GemmArgs& a, size_t rb, size_t re, size_t pb, size_t pe);
 };
 
 // Every ISA compiled into this build, fastest last (may include ones this CPU lacks).
@@ -96,6 +122,28 @@ void dwconv2d_f32(const DenseOps& ops, const float* x, const float* w, const flo
                   const DwConvShape& s, float clamp_min, float clamp_max);
 void layernorm_f32(const DenseOps& ops, const float* x, const float* r_or_null, const float* scale,
                    const float* bias_or_null, float* y, size_t rows, size_t n, float eps);
+// A Linear weight w (n x k, row-major) and bias (n floats, or null) packed
+// once for one ISA's gemm_packed, 64-byte aligned.
+class PackedGemm {
+ public:
+  PackedGemm(const DenseOps& ops, const float* w, const float* bias, size_t n, size_t k);
+  const DenseOps& ops() const { return *ops_; }
+  size_t n() const { return n_; }
+  size_t k() const { return k_; }
+  const float* data() const { return buf_.data() + off_; }
+  size_t bytes() const { return gemm_packed_floats(ops_->gemm_np, n_, k_) * sizeof(float); }
+
+ private:
+  const DenseOps* ops_;
+  size_t n_, k_, off_;
+  std::vector<float> buf_;
+};
+
+// y (m x n, row stride ldy) = clamp(act(x @ w^T + bias), lo, hi) for x (m x k,
+// row stride ldx), split across the kernel threads; clamp only when lo > -inf
+// or hi < inf.
+void gemm_f32(const PackedGemm& w, const float* x, size_t ldx, float* y, size_t ldy, size_t m, GemmAct act,
+              float lo, float hi);
 void attention_f32(const DenseOps& ops, const AttnShape& s, const float* q, const float* kt, const float* v,
                    const float* mask_or_null, float* o);
 

@@ -269,6 +269,96 @@ struct Impl {
     }
   }
 
+  // ---- packed GEMM (see DenseOps::gemm_packed) ----
+  //
+  // A register tile of MR rows x 2W columns (AVX2: 6 x 16, 12 accumulators)
+  // walks one panel of the packed weight: per step of k, two vector loads of
+  // the panel and one broadcast of x per row. k goes in chunks (kc floats of
+  // a panel fit in half of L1), rows in blocks of kMC; partial sums wait in y
+  // between chunks, and the epilogue (bias, GELU, clamp) runs on the registers
+  // after the last chunk.
+  static constexpr int kNP = 2 * W;
+  static constexpr int kMR = W == 8 ? 6 : 8;
+  // Rows of x per block: a block's k chunk stays in L1/L2 while every panel passes over it.
+  static constexpr size_t kMC = 8 * kMR;
+
+  // `bias` (the panel's, padded) is given with the last k chunk only: the epilogue's cue.
+  template <int MR>
+  static void gemm_tile(const float* bp, const float* x, size_t ldx, size_t kc, float* y, size_t ldy, int cols,
+                        bool first, const float* bias, const GemmArgs& a) {
+    R acc[MR][2];
+    const int c1 = cols - W;  // columns in the second vector (<= 0: none)
+    for (int r = 0; r < MR; ++r) {
+      if (first) {
+        acc[r][0] = acc[r][1] = V::zero();
+      } else if (cols == kNP) {
+        acc[r][0] = V::load(y + r * ldy);
+        acc[r][1] = V::load(y + r * ldy + W);
+      } else {
+        acc[r][0] = cols >= W ? V::load(y + r * ldy) : V::load_part(y + r * ldy, cols);
+        acc[r][1] = c1 > 0 ? V::load_part(y + r * ldy + W, c1) : V::zero();
+      }
+    }
+    for (size_t j = 0; j < kc; ++j) {
+      const R b0 = V::load(bp + j * kNP), b1 = V::load(bp + j * kNP + W);
+      for (int r = 0; r < MR; ++r) {
+        const R xv = V::bcast(x[r * ldx + j]);
+        acc[r][0] = V::fma(xv, b0, acc[r][0]);
+        acc[r][1] = V::fma(xv, b1, acc[r][1]);
+      }
+    }
+    if (bias) {
+      const R lo = V::bcast(a.lo), hi = V::bcast(a.hi), v0 = V::load(bias), v1 = V::load(bias + W);
+      for (int r = 0; r < MR; ++r)
+        for (int h = 0; h < 2; ++h) {
+          R v = V::add(acc[r][h], h ? v1 : v0);
+          if (a.act == GemmAct::kGeluErf) v = gelu_erf(v);
+          if (a.act == GemmAct::kGeluTanh) v = gelu_tanh(v);
+          if (a.clamp) v = V::clamp(v, lo, hi);
+          acc[r][h] = v;
+        }
+    }
+    for (int r = 0; r < MR; ++r) {
+      if (cols == kNP) {
+        V::store(y + r * ldy, acc[r][0]);
+        V::store(y + r * ldy + W, acc[r][1]);
+      } else {
+        if (cols >= W) V::store(y + r * ldy, acc[r][0]); else V::store_part(y + r * ldy, acc[r][0], cols);
+        if (c1 > 0) V::store_part(y + r * ldy + W, acc[r][1], c1);
+      }
+    }
+  }
+
+  template <int MR>
+  static void gemm_rows(const float* bp, const float* x, size_t kc, float* y, int cols, bool first,
+                        const float* bias, const GemmArgs& a, size_t rb, size_t re) {
+    size_t i = rb;
+    for (; i + MR <= re; i += MR)
+      gemm_tile<MR>(bp, x + i * a.ldx, a.ldx, kc, y + i * a.ldy, a.ldy, cols, first, bias, a);
+    if (i == re) return;
+    if constexpr (MR > 1) gemm_rows<MR - 1>(bp, x, kc, y, cols, first, bias, a, i, re);
+  }
+
+  static void gemm_packed(const GemmArgs& a, size_t rb, size_t re, size_t pb, size_t pe) {
+    if (rb >= re || pb >= pe || a.k == 0) return;
+    const size_t kc_max = 4096 / kNP, chunks = (a.k + kc_max - 1) / kc_max;
+    const size_t kc_even = (a.k + chunks - 1) / chunks;
+    const float* bias_all = a.wp + (a.n + kNP - 1) / kNP * kNP * a.k;
+    for (size_t k0 = 0; k0 < a.k; k0 += kc_even) {
+      const size_t kc = a.k - k0 < kc_even ? a.k - k0 : kc_even;
+      const bool first = k0 == 0, last = k0 + kc == a.k;
+      for (size_t i0 = rb; i0 < re; i0 += kMC) {
+        const size_t i1 = re - i0 < kMC ? re : i0 + kMC;
+        for (size_t p = pb; p < pe; ++p) {
+          const size_t c0 = p * kNP;
+          const int cols = a.n - c0 < size_t(kNP) ? int(a.n - c0) : kNP;
+          gemm_rows<kMR>(a.wp + p * kNP * a.k + k0 * kNP, a.x + k0, kc, a.y + c0, cols, first,
+                         last ? bias_all + c0 : nullptr, a, i0, i1);
+        }
+      }
+    }
+  }
+
   // ---- depthwise conv2d (see DenseOps::dwconv) ----
   //
   // Input rows are first copied into `scratch` with their zero padding (left,
@@ -684,5 +774,7 @@ struct Impl {
   namespace zs {                                                                                      \
   const DenseOps name = {isa_, &dense_impl::Impl<V>::gelu, &dense_impl::Impl<V>::softmax,           \
                          &dense_impl::Impl<V>::gemm, &dense_impl::Impl<V>::dwconv,                 \
-                         &dense_impl::Impl<V>::attention, &dense_impl::Impl<V>::layernorm};                 \
+                         &dense_impl::Impl<V>::attention, &dense_impl::Impl<V>::layernorm,                 \
+                         size_t(dense_impl::Impl<V>::kNP), size_t(dense_impl::Impl<V>::kMR),               \
+                         &dense_impl::Impl<V>::gemm_packed};                                               \
   }

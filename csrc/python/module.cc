@@ -591,6 +591,58 @@ PYBIND11_MODULE(_C, m) {
   }, py::arg("w"), py::arg("x"), py::arg("bias"), py::arg("out"), py::arg("clamp_min") = -INFINITY,
         py::arg("clamp_max") = INFINITY, py::arg("isa") = py::none(),
         "Dense Linear: out = clamp(x @ w.T + bias); w (N, K), x (K,) or (M, K), out (N,) or (M, N).");
+  py::class_<zs::PackedGemm>(m, "DenseWeight")
+      .def(py::init([](const py::array& w, const std::optional<py::array>& bias,
+                       const std::optional<std::string>& isa) {
+             const zs::DenseOps& ops = dense_pick(isa);
+             const float* wp = f32_arg(w, "w", false);
+             if (w.ndim() != 2) throw py::value_error("w must be 2-D (N, K), got shape " + shape_str(w));
+             const float* bp = nullptr;
+             if (bias) {
+               bp = f32_arg(*bias, "bias", false);
+               if (bias->ndim() != 1 || bias->shape(0) != w.shape(0))
+                 throw py::value_error("bias has shape " + shape_str(*bias) + ", expected (" +
+                                       std::to_string(w.shape(0)) + ",)");
+             }
+             return new zs::PackedGemm(ops, wp, bp, size_t(w.shape(0)), size_t(w.shape(1)));
+           }),
+           py::arg("w"), py::arg("bias") = py::none(), py::arg("isa") = py::none(),
+           "A Linear weight w (N, K) and bias (N,) packed once for the dense GEMM kernel of one ISA.")
+      .def_property_readonly("shape", [](const zs::PackedGemm& p) { return py::make_tuple(p.n(), p.k()); })
+      .def_property_readonly("isa", [](const zs::PackedGemm& p) { return zs::isa_name(p.ops().isa); })
+      .def_property_readonly("nbytes", &zs::PackedGemm::bytes);
+  m.def("gemm", [](const zs::PackedGemm& w, const py::array& x, const py::array& out, float lo, float hi,
+                   const std::string& act) {
+    zs::GemmAct a;
+    if (act.empty()) {
+      a = zs::GemmAct::kNone;
+    } else if (act == "gelu") {
+      a = zs::GemmAct::kGeluErf;
+    } else if (act == "gelu_tanh") {
+      a = zs::GemmAct::kGeluTanh;
+    } else {
+      throw py::value_error("activation must be '', 'gelu' or 'gelu_tanh', got '" + act + "'");
+    }
+    const int64_t n = int64_t(w.n()), k = int64_t(w.k());
+    const float* xp = f32_arg(x, "x", false);
+    float* yp = const_cast<float*>(f32_arg(out, "out", true));
+    if (x.ndim() < 1 || x.shape(x.ndim() - 1) != k)
+      throw py::value_error("x has shape " + shape_str(x) + ", expected (..., " + std::to_string(k) + ")");
+    bool lead_ok = out.ndim() == x.ndim() && out.shape(out.ndim() - 1) == n;
+    for (py::ssize_t i = 0; lead_ok && i + 1 < x.ndim(); ++i) lead_ok = out.shape(i) == x.shape(i);
+    if (!lead_ok)
+      throw py::value_error("out has shape " + shape_str(out) + ", expected x's leading dims and " + std::to_string(n));
+    if (overlaps(x, out)) throw py::value_error("out must not share memory with x");
+    if (!(lo <= hi)) throw py::value_error("clamp range is empty: min > max");
+    const int64_t rows = k ? x.size() / k : out.size() / (n ? n : 1);
+    if (rows == 0 || n == 0) return;
+    if (rows * n * (k + 1) < kReleaseGil * 8)
+      return zs::gemm_f32(w, xp, size_t(k), yp, size_t(n), size_t(rows), a, lo, hi);
+    py::gil_scoped_release nogil;
+    zs::gemm_f32(w, xp, size_t(k), yp, size_t(n), size_t(rows), a, lo, hi);
+  }, py::arg("w"), py::arg("x"), py::arg("out"), py::arg("clamp_min") = -INFINITY, py::arg("clamp_max") = INFINITY,
+        py::arg("activation") = "",
+        "Dense Linear on a packed weight: out = clamp(act(x @ w.T + bias)); x (..., K), out (..., N).");
   m.def("pool2d", [](const py::array& x, const py::array& out, const std::string& kind,
                      std::pair<int64_t, int64_t> kernel, std::pair<int64_t, int64_t> strides,
                      std::tuple<int64_t, int64_t, int64_t, int64_t> pads, std::pair<int64_t, int64_t> dilations) {

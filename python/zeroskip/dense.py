@@ -3,6 +3,8 @@
     y = dense.gelu(x)                        # erf form; approximate="tanh" for the tanh form
     y = dense.softmax(x)                     # along the last dim
     y = dense.gemv(w, x, bias, clamp=(0, inf))   # Linear at batch 1..few: x (K,) or (M, K), w (N, K)
+    p = dense.pack_linear(w, bias)           # Linear at any batch: w (N, K) packed once for the GEMM kernel
+    y = dense.linear(p, x, activation="gelu")    # x (..., K) -> (..., N); clamp=(lo, hi) for Relu / Clip
     y = dense.dwconv2d(x, w, bias, strides=(2, 2), pads=(1, 1, 1, 1), clamp=(0, 6))  # depthwise, NCHW
     y = dense.pool2d(x, "max", (3, 3), strides=(2, 2), pads=(1, 1, 1, 1))  # max / avg pooling, NCHW
     o = dense.attention(q, kt, v, mask, scale=0.125)  # softmax(scale q @ kt + mask) @ v per head
@@ -22,7 +24,18 @@ import numpy as np
 from zeroskip import _C, _args
 from zeroskip.errors import InputError, KernelError
 
-__all__ = ["attention", "dwconv2d", "gelu", "gemv", "isas", "layernorm", "pool2d", "softmax"]
+__all__ = [
+    "attention",
+    "dwconv2d",
+    "gelu",
+    "gemv",
+    "isas",
+    "layernorm",
+    "linear",
+    "pack_linear",
+    "pool2d",
+    "softmax",
+]
 
 
 def isas() -> list[dict[str, Any]]:
@@ -86,6 +99,47 @@ def gemv(
         y = _args.given_out(out, "gemv")
     lo, hi = _args.clamp_pair(clamp)
     _call("gemv", _C.gemv, wa, xa, bias, y, lo, hi, isa)
+    return y
+
+
+def pack_linear(w: Any, bias: Any = None, *, isa: str | None = None) -> Any:
+    """w (N, K) float32 and bias (N,) or None, copied once into the GEMM kernel's panel layout for one
+    ISA (default: the fastest this CPU runs). The result has .shape (N, K), .isa and .nbytes."""
+    wa = _array(w, "w")
+    ba = None if bias is None else _array(bias, "bias")
+    try:
+        return _C.DenseWeight(wa, ba, isa)
+    except _C.KernelError as e:
+        raise KernelError(f"pack_linear: {_args.one_line(e)}") from None
+    except (ValueError, TypeError) as e:
+        raise InputError(f"pack_linear: {_args.one_line(e)}") from None
+
+
+_ACTIVATIONS = {"": "", "none": "", "gelu": "gelu", "gelu_tanh": "gelu_tanh"}
+
+
+def linear(
+    packed: Any,
+    x: Any,
+    out: np.ndarray | None = None,
+    clamp: tuple[float, float] | None = None,
+    activation: str = "",
+) -> np.ndarray:
+    """Dense Linear on a packed weight (`pack_linear`): y = clamp(act(x @ w.T + bias)) for x (..., K),
+    returning (..., N). activation: "" (none), "gelu" (erf form) or "gelu_tanh"; clamp=(lo, hi)
+    fuses Relu / Clip after it."""
+    if not isinstance(packed, _C.DenseWeight):
+        raise InputError(f"linear: packed must come from dense.pack_linear, got {type(packed).__name__}")
+    if activation not in _ACTIVATIONS:
+        raise InputError(f"linear: activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}")
+    xa = _array(x, "x")
+    n = packed.shape[0]
+    if out is None:
+        y = _args.output((*xa.shape[:-1], n) if xa.ndim else (0,), "linear")
+    else:
+        y = _args.given_out(out, "linear")
+    lo, hi = _args.clamp_pair(clamp)
+    _call("linear", _C.gemm, packed, xa, y, lo, hi, _ACTIVATIONS[activation])
     return y
 
 

@@ -24,6 +24,7 @@ __all__ = [
     "gelu",
     "gelu_out",
     "layernorm_runner",
+    "linear_packed",
     "linear_small",
     "pool2d",
     "softmax",
@@ -220,6 +221,44 @@ def linear_small(wt: torch.Tensor, bias: torch.Tensor | None, x_shape: tuple[int
     def run(x: torch.Tensor, *_: Any) -> torch.Tensor:
         y = empty(out_shape, f32)
         gemv(w_np, _c_array(x).reshape(m, k), b_np, y.reshape(m, n), lo, hi, None)
+        return from_numpy(y)
+
+    return run
+
+
+# Linear activations the packed GEMM applies in its epilogue: name -> (its activation, clamp).
+_GEMM_ACT = {
+    "": ("", None),
+    "relu": ("", (0.0, math.inf)),
+    "gelu": ("gelu", None),
+    "gelu_tanh": ("gelu_tanh", None),
+}
+
+
+def linear_packed(
+    wt: torch.Tensor, bias: torch.Tensor | None, x_shape: tuple[int, ...], activation: str
+) -> Any:
+    """A Linear for inputs of shape `x_shape` through the dense GEMM kernel on a copy of the weight packed
+    once into the kernel's panel layout (bias, Relu or GELU in its epilogue), or None when the kernel is
+    missing or the shapes or dtypes do not fit it."""
+    if not _HAVE or not hasattr(_C, "gemm") or activation not in _GEMM_ACT:
+        return None
+    if wt.dtype != torch.float32 or (bias is not None and bias.dtype != torch.float32):
+        return None
+    n, k = wt.shape
+    if not x_shape or x_shape[-1] != k or (bias is not None and bias.numel() != n):
+        return None
+    act, clamp = _GEMM_ACT[activation]
+    lo, hi = _bounds(clamp)
+    packed = _C.DenseWeight(
+        wt.contiguous().numpy(), None if bias is None else bias.contiguous().reshape(n).numpy(), None
+    )
+    out_shape = (*x_shape[:-1], n)
+    gemm, from_numpy, empty, f32 = _C.gemm, torch.from_numpy, np.empty, np.float32
+
+    def run(x: torch.Tensor, *_: Any) -> torch.Tensor:
+        y = empty(out_shape, f32)
+        gemm(packed, _c_array(x), y, lo, hi, act)
         return from_numpy(y)
 
     return run

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -49,6 +50,10 @@ def _linear_prepare(shapes: list[Any], consts: list[Any], activation: str = "") 
     small = None if activation in _GELU_FORM else cpu_kernels.linear_small(wt, bias, tuple(xs), relu)
     if small is not None:
         dense.append(("dense/gemv", small))
+    if math.prod(xs[:-1]) > 1:
+        packed = cpu_kernels.linear_packed(wt, bias, tuple(xs), activation)
+        if packed is not None:
+            dense.append(("dense/gemm", packed))
     gelu = _GELU_FORM.get(activation, "")
     sparse_ok = (
         wt.dtype == torch.float32
