@@ -19,6 +19,7 @@ planner specialises:
 from __future__ import annotations
 
 import linecache
+import math
 import sys
 import threading
 import time
@@ -435,6 +436,18 @@ def _chain_sparse_linears(steps: list[Step], special: dict[int, Any], outputs: s
         special[b.index] = rb.relaid(True, rb.y_t)
 
 
+def _pooled_special(st: Step, spec: Any, sig: _Signature) -> bool:
+    """Whether a prepared runner writes into a pooled buffer: it has a `run_out(out, *inputs)` (see
+    cpu_kernels._with_out) for a float32 output of the value's size. Any size: the buffer's torch
+    and numpy views are made once, where a fresh output costs a few microseconds every run."""
+    if spec is None or getattr(spec, "run_out", None) is None or len(st.outputs) != 1:
+        return False
+    y = st.outputs[0]
+    if y is None or y not in sig.shapes or sig.dtypes.get(y) is not torch.float32:
+        return False
+    return math.prod(sig.shapes[y]) == math.prod(spec.out_shape)
+
+
 def _nbytes(sig: _Signature, vid: int) -> int:
     return int(np.prod(sig.shapes[vid], dtype=np.int64)) * sig.dtypes[vid].itemsize
 
@@ -498,6 +511,7 @@ class Plan:
                 and st.outputs[0] in sig.shapes
                 and _nbytes(sig, st.outputs[0]) >= prog.min_buffer_bytes
             )
+            or _pooled_special(st, special[st.index], sig)
             for st in live_steps
         }
         while True:
@@ -572,8 +586,13 @@ class Plan:
                 held.setdefault(find(y), []).append((key, buf))
                 bn = f"b{y}"
                 ns[bn] = buf.view(sig.shapes[y])
-                ns[fn] = st.opdef.out_fn
-                lines.append(f"    {fn}({', '.join([bn, *args, *kws])}); {outs[0]} = {bn}")
+                spec = special[st.index]
+                if spec is not None:  # a prepared runner's run_out (see _pooled_special)
+                    ns[fn] = spec.run_out
+                    lines.append(f"    {fn}({', '.join([bn, *args])}); {outs[0]} = {bn}")
+                else:
+                    ns[fn] = st.opdef.out_fn
+                    lines.append(f"    {fn}({', '.join([bn, *args, *kws])}); {outs[0]} = {bn}")
             else:
                 spec = special[st.index]
                 ns[fn] = spec or st.fn

@@ -96,19 +96,29 @@ def layernorm_runner(
         torch.from_numpy,
     )
 
+    xv, rv, ov = _Views(shape), _Views(shape), _Views(shape)
+
+    def ok(x: torch.Tensor, rr: Any) -> bool:
+        return (
+            x.dtype is t32 and x.is_contiguous() and (rr is None or (rr.dtype is t32 and rr.is_contiguous()))
+        )
+
     def run(x: torch.Tensor, r: Any = None, *_: Any) -> torch.Tensor:
         rr = r if residual else None
-        if (
-            x.dtype is not t32
-            or not x.is_contiguous()
-            or (rr is not None and (rr.dtype is not t32 or not rr.is_contiguous()))
-        ):
+        if not ok(x, rr):
             return fallback(x, rr)
         y = empty(shape, f32)
-        ln(x.numpy(), None if rr is None else rr.numpy(), s_np, b_np, y, eps)
+        ln(xv(x), None if rr is None else rv(rr), s_np, b_np, y, eps)
         return from_numpy(y)
 
-    return run
+    def run_out(out: torch.Tensor, x: torch.Tensor, r: Any = None, *_: Any) -> None:
+        rr = r if residual else None
+        if not ok(x, rr):
+            out.copy_(fallback(x, rr))
+            return
+        ln(xv(x), None if rr is None else rv(rr), s_np, b_np, ov(out), eps)
+
+    return _with_out(run, run_out, shape)
 
 
 def attention_runner(
@@ -165,6 +175,30 @@ def _c_array(x: torch.Tensor) -> np.ndarray:
     return xn if xn.flags.c_contiguous else np.ascontiguousarray(xn)
 
 
+class _Views:
+    """The numpy view of the tensor a runner was last given, kept by identity: a plan hands a step the
+    same pooled buffer objects on every run, so their views are made once (x.numpy() costs more than
+    many kernels here). A tensor that needs a contiguous copy is copied every call, never kept."""
+
+    __slots__ = ("a", "ptr", "shape", "t")
+
+    def __init__(self, shape: tuple[int, ...]):
+        self.t: Any = None
+        self.a: Any = None
+        self.ptr = 0
+        self.shape = shape
+
+    def __call__(self, x: torch.Tensor) -> np.ndarray:
+        # The address too: a tensor given new storage in place (set_) is the same object.
+        if x is self.t and x.data_ptr() == self.ptr:
+            return self.a
+        xn = x.numpy()
+        if not xn.flags.c_contiguous:
+            return np.ascontiguousarray(xn).reshape(self.shape)
+        self.t, self.a, self.ptr = x, xn.reshape(self.shape), x.data_ptr()
+        return self.a
+
+
 def depthwise_conv(
     w: torch.Tensor,
     bias: torch.Tensor | None,
@@ -218,12 +252,17 @@ def linear_small(wt: torch.Tensor, bias: torch.Tensor | None, x_shape: tuple[int
     gemv, from_numpy, empty, f32 = _C.gemv, torch.from_numpy, np.empty, np.float32
     # Reshapes happen on the numpy side: a torch reshape or empty() costs several times more here.
 
+    xv, ov = _Views((m, k)), _Views((m, n))
+
     def run(x: torch.Tensor, *_: Any) -> torch.Tensor:
         y = empty(out_shape, f32)
-        gemv(w_np, _c_array(x).reshape(m, k), b_np, y.reshape(m, n), lo, hi, None)
+        gemv(w_np, xv(x), b_np, y.reshape(m, n), lo, hi, None)
         return from_numpy(y)
 
-    return run
+    def run_out(out: torch.Tensor, x: torch.Tensor, *_: Any) -> None:
+        gemv(w_np, xv(x), b_np, ov(out), lo, hi, None)
+
+    return _with_out(run, run_out, out_shape)
 
 
 # Linear activations the packed GEMM applies in its epilogue: name -> (its activation, clamp).
@@ -255,12 +294,23 @@ def linear_packed(
     )
     out_shape = (*x_shape[:-1], n)
     gemm, from_numpy, empty, f32 = _C.gemm, torch.from_numpy, np.empty, np.float32
+    xv, ov = _Views(tuple(x_shape)), _Views(out_shape)
 
     def run(x: torch.Tensor, *_: Any) -> torch.Tensor:
         y = empty(out_shape, f32)
-        gemm(packed, _c_array(x), y, lo, hi, act)
+        gemm(packed, xv(x), y, lo, hi, act)
         return from_numpy(y)
 
+    def run_out(out: torch.Tensor, x: torch.Tensor, *_: Any) -> None:
+        gemm(packed, xv(x), ov(out), lo, hi, act)
+
+    return _with_out(run, run_out, out_shape)
+
+
+def _with_out(run: Any, run_out: Any, out_shape: tuple[int, ...]) -> Any:
+    """`run` with its variant that writes into a given float32 tensor of `out_shape`'s size (a plan's
+    pooled buffer) attached as run.run_out, and that shape as run.out_shape."""
+    run.run_out, run.out_shape = run_out, out_shape
     return run
 
 
@@ -281,6 +331,8 @@ class SparseLinear:
         "_b",
         "_hi",
         "_lo",
+        "_out",
+        "_x",
         "gelu",
         "k",
         "kernel",
@@ -310,6 +362,8 @@ class SparseLinear:
         self.m = math.prod(x_shape[:-1])
         self.x_t, self.y_t = x_t, y_t
         self.out_shape = (self.n, self.m) if y_t else (*x_shape[:-1], self.n)
+        self._x = _Views((self.k, self.m) if x_t else (self.m, self.k))
+        self._out = _Views((self.n, self.m) if y_t else (self.m, self.n))
 
     def relaid(self, x_t: bool, y_t: bool) -> SparseLinear:
         clamp = None if (self._lo, self._hi) == (-math.inf, math.inf) else (self._lo, self._hi)
@@ -317,12 +371,25 @@ class SparseLinear:
 
     def __call__(self, x: torch.Tensor, *_: Any) -> torch.Tensor:
         y = np.empty(self.out_shape, np.float32)
-        xs = _c_array(x).reshape((self.k, self.m) if self.x_t else (self.m, self.k))
         ys = y.reshape((self.n, self.m) if self.y_t else (self.m, self.n))
-        _C.spmm_linear(
-            self.packed, xs, ys, self._b, self._lo, self._hi, self.kernel, self.x_t, self.y_t, self.gelu
-        )
+        xs, lo, hi = self._x(x), self._lo, self._hi
+        _C.spmm_linear(self.packed, xs, ys, self._b, lo, hi, self.kernel, self.x_t, self.y_t, self.gelu)
         return torch.from_numpy(y)
+
+    def run_out(self, out: torch.Tensor, x: torch.Tensor, *_: Any) -> None:
+        """The same into `out` (float32, contiguous, out_shape's size): a plan's pooled buffer."""
+        _C.spmm_linear(
+            self.packed,
+            self._x(x),
+            self._out(out),
+            self._b,
+            self._lo,
+            self._hi,
+            self.kernel,
+            self.x_t,
+            self.y_t,
+            self.gelu,
+        )
 
 
 def sparse_linear(
