@@ -448,6 +448,31 @@ def _pooled_special(st: Step, spec: Any, sig: _Signature) -> bool:
     return math.prod(sig.shapes[y]) == math.prod(spec.out_shape)
 
 
+# Ops that return a view of their first input when its strides allow (torch's reshape, permute, ...).
+_VIEW_OPS = frozenset({"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Identity"})
+
+
+def _fixed_view(st: Step, args: list[str], fixed: Mapping[int, str], ns: Mapping[str, Any]) -> Any:
+    """A view step of a value that is the same tensor every run (a pooled buffer, or a view of one) with
+    only constant other inputs gives the same view every run: that view, made now, or None. Only a
+    result that shares the buffer's memory qualifies (a reshape that had to copy would go stale)."""
+    if st.node.op_type not in _VIEW_OPS or st.node.domain not in ("", "ai.onnx") or len(st.outputs) != 1:
+        return None
+    if st.outputs[0] is None or not st.inputs or st.inputs[0] not in fixed:
+        return None
+    if any(a != "None" and not a.startswith(f"s{st.index}_") for a in args[1:]):
+        return None  # a shape known only at run time
+    base = ns[fixed[st.inputs[0]]]
+    extra = {"_noutputs": 1} if st.opdef.wants_noutputs else {}
+    try:
+        r = ns[f"f{st.index}"](base, *(None if a == "None" else ns[a] for a in args[1:]), **st.attrs, **extra)
+    except Exception:
+        return None
+    if not isinstance(r, torch.Tensor) or r.untyped_storage().data_ptr() != base.untyped_storage().data_ptr():
+        return None
+    return r
+
+
 def _nbytes(sig: _Signature, vid: int) -> int:
     return int(np.prod(sig.shapes[vid], dtype=np.int64)) * sig.dtypes[vid].itemsize
 
@@ -548,6 +573,7 @@ class Plan:
 
         free: dict[tuple[torch.dtype, int], list[torch.Tensor]] = {}
         held: dict[int, list[tuple[tuple[torch.dtype, int], torch.Tensor]]] = {}
+        fixed: dict[int, str] = {}  # values that are the same tensor object every run -> its name in ns
         self.buffers = 0
         self.buffer_bytes = 0
         for i, st in enumerate(live_steps):
@@ -585,8 +611,11 @@ class Plan:
                     self.buffer_bytes += buf.element_size() * buf.numel()
                 held.setdefault(find(y), []).append((key, buf))
                 bn = f"b{y}"
-                ns[bn] = buf.view(sig.shapes[y])
                 spec = special[st.index]
+                # A runner may lay its output out otherwise (out_view: the value as a view of the buffer).
+                out_view = getattr(spec, "out_view", None)
+                ns[bn] = out_view(buf) if out_view is not None else buf.view(sig.shapes[y])
+                fixed[y] = bn
                 if spec is not None:  # a prepared runner's run_out (see _pooled_special)
                     ns[fn] = spec.run_out
                     lines.append(f"    {fn}({', '.join([bn, *args])}); {outs[0]} = {bn}")
@@ -598,7 +627,14 @@ class Plan:
                 ns[fn] = spec or st.fn
                 call = f"{fn}({', '.join(args if spec else args + kws)})"
                 n_out = len(st.outputs)
-                if n_out == 1 and not st.tuple_result:
+                view = None if spec else _fixed_view(st, args, fixed, ns)
+                if view is not None:
+                    # The same view of the same buffer every run: made here, once.
+                    y = st.outputs[0]
+                    fixed[y] = f"c{y}"
+                    ns[fixed[y]] = view
+                    lines.append(f"    {outs[0]} = {fixed[y]}")
+                elif n_out == 1 and not st.tuple_result:
                     lines.append(f"    {outs[0]} = {call}")
                 elif n_out == 1:
                     lines.append(f"    {outs[0]} = {call}[0]")

@@ -155,6 +155,7 @@ def attention_runner(
     sq, dv = q_shape[-2], v_shape[-1]
     scores4 = (b, h, sq, kt_shape[-1])
     attn, empty, f32, from_numpy = _C.attention, np.empty, np.float32, torch.from_numpy
+    qv, kv, vv, ov = (_Views(None, strided=True) for _ in range(4))
 
     def run(q: torch.Tensor, kt: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         if rank == 3:
@@ -162,10 +163,23 @@ def attention_runner(
             mask = None if mask is None else mask.broadcast_to(scores).unsqueeze(0)
         m = None if mask is None else mask.broadcast_to(scores4).numpy()
         out = empty((b, sq, h, dv), f32)
-        attn(q.numpy(), kt.numpy(), v.numpy(), m, out.transpose(0, 2, 1, 3), scale)
+        attn(qv(q), kv(kt), vv(v), m, out.transpose(0, 2, 1, 3), scale)
         y = from_numpy(out).permute(0, 2, 1, 3)
         return y[0] if rank == 3 else y
 
+    if rank == 3:
+        return run
+
+    def run_out(out: torch.Tensor, q: torch.Tensor, kt: torch.Tensor, v: torch.Tensor, mask: Any) -> None:
+        m = None if mask is None else mask.broadcast_to(scores4).numpy()
+        attn(qv(q), kv(kt), vv(v), m, ov(out), scale)
+
+    def out_view(buf: torch.Tensor) -> torch.Tensor:
+        # (B, H, Sq, Dv) over (B, Sq, H, Dv) memory, as `run` returns it.
+        return buf.view(b, sq, h, dv).permute(0, 2, 1, 3)
+
+    run = _with_out(run, run_out, (b, h, sq, dv))
+    run.out_view = out_view
     return run
 
 
@@ -180,22 +194,23 @@ class _Views:
     same pooled buffer objects on every run, so their views are made once (x.numpy() costs more than
     many kernels here). A tensor that needs a contiguous copy is copied every call, never kept."""
 
-    __slots__ = ("a", "ptr", "shape", "t")
+    __slots__ = ("a", "ptr", "shape", "strided", "t")
 
-    def __init__(self, shape: tuple[int, ...]):
+    def __init__(self, shape: tuple[int, ...] | None, strided: bool = False):
         self.t: Any = None
         self.a: Any = None
         self.ptr = 0
-        self.shape = shape
+        self.shape = shape  # None: as it comes
+        self.strided = strided  # the kernel reads any strides: never copied
 
     def __call__(self, x: torch.Tensor) -> np.ndarray:
         # The address too: a tensor given new storage in place (set_) is the same object.
         if x is self.t and x.data_ptr() == self.ptr:
             return self.a
         xn = x.numpy()
-        if not xn.flags.c_contiguous:
+        if not (self.strided or xn.flags.c_contiguous):
             return np.ascontiguousarray(xn).reshape(self.shape)
-        self.t, self.a, self.ptr = x, xn.reshape(self.shape), x.data_ptr()
+        self.t, self.a, self.ptr = x, xn if self.shape is None else xn.reshape(self.shape), x.data_ptr()
         return self.a
 
 

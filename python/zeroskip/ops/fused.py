@@ -131,6 +131,24 @@ def _attention_prepare(shapes: list[Any], consts: list[Any], scale: float = 1.0,
             return run(q, kt, v, mask)
         return Attention(q, kt, v, mask, scale, scale_op)
 
+    run_out = getattr(run, "run_out", None)
+    if run_out is None:
+        return step
+
+    def step_out(
+        out: torch.Tensor,
+        q: torch.Tensor,
+        kt: torch.Tensor,
+        v: torch.Tensor,
+        mask: torch.Tensor | None = None,
+    ) -> None:
+        ok_mask = mask is None or (mask_shape is not None and mask.dtype is t32)
+        if q.dtype is t32 and kt.dtype is t32 and v.dtype is t32 and ok_mask:
+            run_out(out, q, kt, v, mask)
+        else:
+            out.copy_(Attention(q, kt, v, mask, scale, scale_op))
+
+    step.run_out, step.out_shape, step.out_view = step_out, run.out_shape, run.out_view
     return step
 
 
