@@ -275,6 +275,37 @@ def test_second_load_hits_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert "(cached)" in str(second.report())
 
 
+def _weight_files(tmp_path: Path) -> list[Path]:
+    files = sorted((tmp_path / "cache" / f"tuning-v{tuning.CACHE_SCHEMA}").glob("*.json"))
+    return [f for f in files if json.loads(f.read_text())["key"]["kind"] == "weight"]
+
+
+@pytest.mark.parametrize("damage", [None, "garbage", "fields"])
+def test_weight_analysis_is_cached(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, damage: str | None
+) -> None:
+    """A warm load reads each weight's analysis from the cache (by the weight's digest) instead of
+    analysing it again; a damaged entry is analysed again and rewritten."""
+    w = _weight(256, 128, 0.9)
+    x = np.ones((3, 128), np.float32)
+    first = _load(linear_model(w), tmp_path)
+    first.run({"x": x})
+    (entry,) = _weight_files(tmp_path)
+    good = json.loads(entry.read_text())
+    assert good["sparsity"] == pytest.approx(0.9, abs=0.01)
+    if damage == "garbage":
+        entry.write_text("{not json")
+    elif damage == "fields":
+        entry.write_text(json.dumps({**good, "shape": [1, 2]}))
+    else:
+        monkeypatch.setattr(tuning, "analyze", _fail("analysed on a warm load"))
+    second = _load(linear_model(w), tmp_path)
+    second.run({"x": x})
+    assert [r["source"] for r in _rows(second)] == ["cache"]
+    assert _rows(second)[0]["sparsity"] == _rows(first)[0]["sparsity"]
+    assert json.loads(entry.read_text()) == good
+
+
 def test_cache_key_covers_shape_weight_mode_and_version(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

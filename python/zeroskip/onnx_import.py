@@ -22,16 +22,21 @@ def read_model(model: Any) -> Any:
     """A path, bytes or ModelProto -> a checked ModelProto with inferred shapes."""
     import onnx
 
+    # `raw`: the serialized model while the proto is exactly it (the checker and shape inference take
+    # bytes; handing them the proto makes each serialize it again, ~0.15 s for a 40 MB model).
+    raw: bytes | None = None
     if isinstance(model, onnx.ModelProto):
         proto, where, base = model, "the model", None
     elif isinstance(model, (bytes, bytearray, memoryview)):
-        proto, where, base = _parse(bytes(model), "the model bytes"), "the model bytes", None
+        raw = bytes(model)
+        proto, where, base = _parse(raw, "the model bytes"), "the model bytes", None
     elif isinstance(model, (str, os.PathLike)):
         path = Path(model)
         where = f"'{path}'"
         if not path.is_file():
             raise ModelError(f"{where}: no such file")
-        proto, base = _parse(path.read_bytes(), where), path.parent
+        raw = path.read_bytes()
+        proto, base = _parse(raw, where), path.parent
     else:
         raise ModelError(f"load() takes a path, bytes or onnx.ModelProto, not {type(model).__name__}")
     if not proto.HasField("graph"):
@@ -39,6 +44,7 @@ def read_model(model: Any) -> Any:
     if base is not None and _uses_external_data(proto):
         from onnx.external_data_helper import load_external_data_for_model
 
+        raw = None
         try:
             load_external_data_for_model(proto, str(base))
         except Exception as e:
@@ -53,7 +59,7 @@ def read_model(model: Any) -> Any:
     for st in proto.graph.sparse_initializer:
         _sparse_entries(st, st.values.name or "?")
     try:
-        onnx.checker.check_model(proto)
+        onnx.checker.check_model(raw if raw is not None else proto)
     except Exception as e:  # ValidationError, or e.g. UnicodeDecodeError on a corrupt name
         text = " ".join(x.strip() for x in str(e).splitlines() if x.strip()).replace("==> Context: ", "")
         if isinstance(e, UnicodeDecodeError):
@@ -70,10 +76,10 @@ def read_model(model: Any) -> Any:
     if proto.functions:
         from onnx import inliner
 
-        proto = inliner.inline_local_functions(proto)
+        proto, raw = inliner.inline_local_functions(proto), None
     # Inferred shapes only describe Session.inputs/outputs better; the runner does not need them.
     with contextlib.suppress(Exception):
-        proto = onnx.shape_inference.infer_shapes(proto, strict_mode=False)
+        proto = onnx.shape_inference.infer_shapes(raw if raw is not None else proto, strict_mode=False)
     return proto
 
 

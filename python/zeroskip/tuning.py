@@ -445,9 +445,39 @@ class Tuner:
                 offer.weight = w
                 digest = hashlib.blake2b(w.tobytes(), digest_size=16)
                 digest.update(repr(w.shape).encode())
-                info = _Node(analyze(w), digest.hexdigest())
+                info = _Node(self._stats(w, digest.hexdigest()), digest.hexdigest())
             self._nodes[id(node)] = info
         return info
+
+    def _stats(self, w: np.ndarray, digest: str) -> WeightStats:
+        """analyze(w), kept in the cache by the weight's digest: a warm load reads it instead."""
+        key = {"kind": "weight", "digest": digest}
+        entry = self.cache.get(key) if self.cache is not None else None
+        if entry is not None:
+            try:
+                fill = {str(k): float(v) for k, v in entry["block_fill"].items()}
+                stats = WeightStats(
+                    (int(entry["shape"][0]), int(entry["shape"][1])),
+                    float(entry["sparsity"]),
+                    bool(entry["nm24"]),
+                    fill,
+                )
+                if (
+                    stats.shape == w.shape
+                    and 0.0 <= stats.sparsity <= 1.0
+                    and set(fill) >= {_bname(b) for b in BLOCKS}
+                ):
+                    return stats
+            except (KeyError, TypeError, ValueError, IndexError):
+                pass
+            log.warning(
+                "zeroskip: ignoring a malformed weight entry in the tuning cache; it will be rewritten"
+            )
+        stats = analyze(w)
+        if self.cache is not None:
+            value = {"shape": list(stats.shape), "sparsity": stats.sparsity, "nm24": stats.nm24}
+            self.cache.put(key, {**value, "block_fill": stats.block_fill})
+        return stats
 
     def _key(self, node: Any, offer: Any, info: _Node, candidates: list[str]) -> dict[str, Any]:
         # The candidates, not the mode: a mode that leaves the same ones (a weight with no zeros under

@@ -304,20 +304,26 @@ def linear_packed(
         return None
     act, clamp = _GEMM_ACT[activation]
     lo, hi = _bounds(clamp)
-    packed = _C.DenseWeight(
-        wt.contiguous().numpy(), None if bias is None else bias.contiguous().reshape(n).numpy(), None
-    )
+    packed = None  # packed on the first call: a load that takes another candidate never pays for it
+
+    def weight() -> Any:
+        nonlocal packed
+        if packed is None:
+            b_np = None if bias is None else bias.contiguous().reshape(n).numpy()
+            packed = _C.DenseWeight(wt.contiguous().numpy(), b_np, None)
+        return packed
+
     out_shape = (*x_shape[:-1], n)
     gemm, from_numpy, empty, f32 = _C.gemm, torch.from_numpy, np.empty, np.float32
     xv, ov = _Views(tuple(x_shape)), _Views(out_shape)
 
     def run(x: torch.Tensor, *_: Any) -> torch.Tensor:
         y = empty(out_shape, f32)
-        gemm(packed, xv(x), y, lo, hi, act)
+        gemm(packed or weight(), xv(x), y, lo, hi, act)
         return from_numpy(y)
 
     def run_out(out: torch.Tensor, x: torch.Tensor, *_: Any) -> None:
-        gemm(packed, xv(x), ov(out), lo, hi, act)
+        gemm(packed or weight(), xv(x), ov(out), lo, hi, act)
 
     return _with_out(run, run_out, out_shape)
 
