@@ -102,3 +102,30 @@ def _private_tuning_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         os.environ.pop("ZEROSKIP_CACHE_DIR", None)
     else:
         os.environ["ZEROSKIP_CACHE_DIR"] = old
+
+
+def conv_ref(x, w, bias, strides, pads, dilations):
+    """float64 direct convolution (zero padding, groups 1) and its error bound (conftest's scheme).
+
+    w is (Cout, C, KH, KW). Each window tap (i, j) adds w[:, :, i, j] times a strided slice of the
+    padded input.
+    """
+    b, c, h, wd = x.shape
+    cout, _, kh, kw = w.shape
+    (sh, sw), (pt, pl, pb, pr), (dh, dw) = strides, pads, dilations
+    oh = (h + pt + pb - dh * (kh - 1) - 1) // sh + 1
+    ow = (wd + pl + pr - dw * (kw - 1) - 1) // sw + 1
+    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+    ref = np.zeros((b, cout, oh, ow))
+    scale = np.zeros((b, cout, oh, ow))
+    for i in range(kh):
+        for j in range(kw):
+            win = xp[:, :, i * dh : i * dh + (oh - 1) * sh + 1 : sh, j * dw : j * dw + (ow - 1) * sw + 1 : sw]
+            wij = w[:, :, i, j].astype(np.float64)
+            ref += np.einsum("oc,bchw->bohw", wij, win)
+            scale += np.einsum("oc,bchw->bohw", np.abs(wij), np.abs(win))
+    if bias is not None:
+        ref += bias.astype(np.float64)[None, :, None, None]
+        scale += np.abs(bias.astype(np.float64))[None, :, None, None]
+    tol = TOLERANCE[np.float32]
+    return ref, tol["rel_to_abs_sum"] * (c * kh * kw + 1) * scale + tol["abs"]

@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import TOLERANCE, reference_spmm
+from conftest import TOLERANCE, conv_ref, reference_spmm
 from zeroskip import InputError, KernelError, dense
 
 F32 = np.float32
@@ -392,6 +392,90 @@ def test_gemm_errors():
         dense.pack_linear(w.astype(np.float64))
     with pytest.raises(KernelError):
         dense.pack_linear(w, isa="nope")
+
+
+# (kernel, strides, pads (top, left, bottom, right), dilations): direct 1x1, im2col, uneven pads.
+DCONV_CASES = [
+    ((1, 1), (1, 1), (0, 0, 0, 0), (1, 1)),
+    ((1, 1), (2, 2), (0, 0, 0, 0), (1, 1)),
+    ((3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),
+    ((3, 3), (2, 2), (1, 0, 2, 1), (1, 1)),
+    ((3, 3), (1, 2), (2, 2, 2, 2), (2, 2)),
+    ((5, 3), (1, 1), (2, 1, 2, 1), (1, 1)),
+]
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_conv2d_gemm(isa, rng):
+    for ks, strides, pads, dil in DCONV_CASES:
+        for c, cout in ((3, 16), (5, 7), (16, 33)):
+            w = rng.standard_normal((cout, c, *ks)).astype(F32)
+            bias = rng.standard_normal(cout).astype(F32)
+            p, pb = dense.pack_conv(w, isa=isa), dense.pack_conv(w, bias, isa=isa)
+            assert p.shape == (cout, c * ks[0] * ks[1])
+            for hw in ((1, 1), (5, 7), (9, 9), (17, 16)):
+                for b in (1, 2):
+                    x = rng.standard_normal((b, c, *hw)).astype(F32)
+                    ref, bound = conv_ref(x, w, bias, strides, pads, dil)
+                    if ref.shape[2] < 1 or ref.shape[3] < 1:
+                        continue
+                    what = f"conv2d {isa} x={x.shape} w={w.shape} s={strides} p={pads} d={dil}"
+                    y = dense.conv2d(pb, x, ks, strides, pads, dil)
+                    _gemm_check(y, ref, bound, what)
+                    y = dense.conv2d(pb, x, ks, strides, pads, dil, clamp=(0.0, 6.0))
+                    _gemm_check(y, np.clip(ref, 0.0, 6.0), bound, what + " relu6")
+                    ref0, bound0 = conv_ref(x, w, None, strides, pads, dil)
+                    _gemm_check(dense.conv2d(p, x, ks, strides, pads, dil), ref0, bound0, what + " no bias")
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_conv2d_gemm_threads_and_specials(isa, rng):
+    # Split by columns (many positions) or by row panels (many channels): the same bits either way.
+    for c, cout, hw in ((8, 12, (40, 40)), (64, 200, (3, 3))):
+        w = rng.standard_normal((cout, c, 3, 3)).astype(F32)
+        p = dense.pack_conv(w, isa=isa)
+        x = rng.standard_normal((2, c, *hw)).astype(F32)
+        one, three = _on_threads(lambda p=p, x=x: dense.conv2d(p, x, (3, 3), pads=(1, 1, 1, 1)), 1, 3)
+        np.testing.assert_array_equal(three, one)
+        ref, bound = conv_ref(x, w, None, (1, 1), (1, 1, 1, 1), (1, 1))
+        _gemm_check(one, ref, bound, f"conv2d {isa} threads {x.shape}")
+    # A NaN input poisons the outputs whose windows read it, and only those; clamp keeps NaN.
+    w = np.ones((4, 2, 3, 3), F32)
+    x = np.zeros((1, 2, 6, 6), F32)
+    x[0, 1, 0, 0] = np.nan
+    y = dense.conv2d(dense.pack_conv(w, isa=isa), x, (3, 3), pads=(1, 1, 1, 1), clamp=(0.0, 1.0))
+    nan = np.isnan(y[0, 0])
+    assert nan[:2, :2].all()
+    assert nan.sum() == 4
+    # No input channels: the bias alone.
+    empty = dense.pack_conv(np.zeros((3, 0, 1, 1), F32), np.array([1, -2, 3], F32), isa=isa)
+    y = dense.conv2d(empty, np.zeros((1, 0, 2, 2), F32), (1, 1), clamp=(0.0, np.inf))
+    np.testing.assert_array_equal(y[0, :, 0, 0], [1, 0, 3])
+
+
+def test_conv2d_gemm_errors():
+    p = dense.pack_conv(np.ones((4, 2, 3, 3), F32))
+    x = np.ones((1, 2, 5, 5), F32)
+    with pytest.raises(InputError, match="columns"):
+        dense.conv2d(p, np.ones((1, 3, 5, 5), F32), (3, 3))
+    with pytest.raises(InputError, match="columns"):
+        dense.conv2d(p, x, (1, 1))
+    with pytest.raises(InputError, match="4-D"):
+        dense.conv2d(p, np.ones((2, 5, 5), F32), (3, 3))
+    with pytest.raises(InputError, match="does not fit"):
+        dense.conv2d(p, np.ones((1, 2, 2, 2), F32), (3, 3))
+    with pytest.raises(InputError, match="out has shape"):
+        dense.conv2d(p, x, (3, 3), out=np.empty((1, 4, 5, 5), F32))
+    with pytest.raises(InputError, match="float32"):
+        dense.conv2d(p, x.astype(np.float64), (3, 3))
+    with pytest.raises(InputError, match="clamp"):
+        dense.conv2d(p, x, (3, 3), clamp=(1.0, 0.0))
+    with pytest.raises(InputError, match="pack_conv"):
+        dense.conv2d(np.ones((4, 18), F32), x, (3, 3))
+    with pytest.raises(InputError, match="4-D"):
+        dense.pack_conv(np.ones((4, 18), F32))
+    with pytest.raises(InputError, match="bias"):
+        dense.pack_conv(np.ones((4, 2, 3, 3), F32), np.ones(3, F32))
 
 
 def test_errors():

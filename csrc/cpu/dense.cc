@@ -56,6 +56,34 @@ void run_parts(int parts, Body body) {
 #endif
 }
 
+// A 64-byte aligned start inside `buf` (16 floats of slack).
+size_t aligned_offset(const std::vector<float>& buf) {
+  const auto addr = reinterpret_cast<uintptr_t>(buf.data());
+  return ((64 - addr % 64) % 64) / sizeof(float);
+}
+
+// The rows of w (rows x k, row-major) in panels of `width` rows, k-major (panel p, step j:
+// w[p width + r][j] for r < width, 0 past the last row), then the bias padded likewise (0 when
+// null): gemm_packed_floats(width, rows, k) floats at dst. Both packed GEMMs use it, with the
+// panel width of their register tile (output columns for a Linear, output channels for a conv).
+void pack_panels(const float* w, const float* bias, size_t rows, size_t k, size_t width, float* dst) {
+  const size_t panels = (rows + width - 1) / width;
+  for (size_t p = 0; p < panels; ++p) {
+    float* d = dst + p * width * k;
+    for (size_t r = 0; r < width; ++r) {
+      const size_t row = p * width + r;
+      if (row >= rows) {
+        for (size_t j = 0; j < k; ++j) d[j * width + r] = 0.0f;
+        continue;
+      }
+      const float* src = w + row * k;
+      for (size_t j = 0; j < k; ++j) d[j * width + r] = src[j];
+    }
+  }
+  float* b = dst + panels * width * k;
+  for (size_t r = 0; r < panels * width; ++r) b[r] = bias && r < rows ? bias[r] : 0.0f;
+}
+
 // Start of part t of `parts` over `units` units of `align`.
 size_t split(size_t units, size_t align, int t, int parts) {
   const size_t blocks = (units + align - 1) / align;
@@ -114,24 +142,46 @@ void gemm_small_f32(const DenseOps& ops, const float* w, const float* x, const f
 
 PackedGemm::PackedGemm(const DenseOps& ops, const float* w, const float* bias, size_t n, size_t k)
     : ops_(&ops), n_(n), k_(k), off_(0), buf_(gemm_packed_floats(ops.gemm_np, n, k) + 16) {
-  const auto addr = reinterpret_cast<uintptr_t>(buf_.data());
-  off_ = ((64 - addr % 64) % 64) / sizeof(float);
-  const size_t np = ops.gemm_np, panels = (n + np - 1) / np;
-  float* wp = buf_.data() + off_;
-  for (size_t p = 0; p < panels; ++p) {
-    float* dst = wp + p * np * k;
-    for (size_t c = 0; c < np; ++c) {
-      const size_t row = p * np + c;
-      if (row >= n) {
-        for (size_t j = 0; j < k; ++j) dst[j * np + c] = 0.0f;
-        continue;
-      }
-      const float* src = w + row * k;
-      for (size_t j = 0; j < k; ++j) dst[j * np + c] = src[j];
-    }
+  off_ = aligned_offset(buf_);
+  pack_panels(w, bias, n, k, ops.gemm_np, buf_.data() + off_);
+}
+
+PackedGemmLeft::PackedGemmLeft(const DenseOps& ops, const float* w, const float* bias, size_t m, size_t k)
+    : ops_(&ops), m_(m), k_(k), off_(0), buf_(gemm_packed_floats(ops.gemm_mr, m, k) + 16) {
+  off_ = aligned_offset(buf_);
+  pack_panels(w, bias, m, k, ops.gemm_mr, buf_.data() + off_);
+}
+
+void gemm_left_f32(const PackedGemmLeft& w, const float* x, size_t ldx, float* y, size_t ldy, size_t n, float lo,
+                   float hi) {
+  const DenseOps& ops = w.ops();
+  const size_t m = w.m(), mr = ops.gemm_mr, np = ops.gemm_np, panels = (m + mr - 1) / mr;
+  if (m == 0 || n == 0) return;
+  const bool clamp = lo > -__builtin_inff() || hi < __builtin_inff();
+  GemmLeftArgs a{w.data(), x, ldx, y, ldy, m, n, w.k(), clamp, lo, hi};
+  std::vector<float> bias_step, ones;
+  if (a.k == 0) {
+    // y = clamp(bias): one step of k whose weights are the bias, times x = 1, with a zero bias.
+    bias_step.assign(gemm_packed_floats(mr, m, 1), 0.0f);
+    for (size_t r = 0; r < panels * mr; ++r) bias_step[r] = a.wp[r];
+    ones.assign(n, 1.0f);
+    a.wp = bias_step.data();
+    a.x = ones.data();
+    a.ldx = n;
+    a.k = 1;
   }
-  float* b = wp + panels * np * k;
-  for (size_t c = 0; c < panels * np; ++c) b[c] = bias && c < n ? bias[c] : 0.0f;
+  const size_t col_tiles = (n + np - 1) / np;
+  const int parts = parts_for(m * n * a.k, kMinParallelMacs, col_tiles > panels ? col_tiles : panels);
+  // Split what is larger: by columns every thread streams all of w (m x k), by row panels all of
+  // x (k x n). Columns also when the panels are too few to share out.
+  const bool by_cols = m <= n ? col_tiles >= static_cast<size_t>(parts) : panels < static_cast<size_t>(parts);
+  run_parts(parts, [&](int t, int p) {
+    if (by_cols) {
+      ops.gemm_left(a, 0, panels, split(n, np, t, p), split(n, np, t + 1, p));
+    } else {
+      ops.gemm_left(a, split(panels, 1, t, p), split(panels, 1, t + 1, p), 0, n);
+    }
+  });
 }
 
 void gemm_f32(const PackedGemm& w, const float* x, size_t ldx, float* y, size_t ldy, size_t m, GemmAct act,

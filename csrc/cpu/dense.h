@@ -72,6 +72,21 @@ struct GemmArgs {
   float lo, hi;
 };
 
+// The packed GEMM with the weight on the left (NCHW convolution as W @ im2col):
+// y (m x n, row stride ldy) = clamp(w @ x + bias[row]) for x (k x n, row stride
+// ldx); w (m x k) packed into panels of gemm_mr rows, k-major (panel p, step
+// j: w[p mr + r][j] for r < mr, 0 past m), then the bias padded likewise.
+struct GemmLeftArgs {
+  const float* wp;
+  const float* x;
+  size_t ldx;
+  float* y;
+  size_t ldy;
+  size_t m, n, k;
+  bool clamp;
+  float lo, hi;
+};
+
 // Floats in a packed GEMM weight for panels of np columns.
 inline size_t gemm_packed_floats(size_t np, size_t n, size_t k) { return (n + np - 1) / np * np * (k + 1); }
 
@@ -104,6 +119,8 @@ struct DenseOps {
   size_t gemm_np, gemm_mr;
   // Rows [rb, re) x panels [pb, pe) of the packed GEMM (see GemmArgs).
   void (*gemm_packed)(const GemmArgs& a, size_t rb, size_t re, size_t pb, size_t pe);
+  // Row panels [pb, pe) x columns [cb, ce) of the weight-left GEMM (see GemmLeftArgs).
+  void (*gemm_left)(const GemmLeftArgs& a, size_t pb, size_t pe, size_t cb, size_t ce);
 };
 
 // Every ISA compiled into this build, fastest last (may include ones this CPU lacks).
@@ -138,6 +155,28 @@ class PackedGemm {
   size_t n_, k_, off_;
   std::vector<float> buf_;
 };
+
+// A convolution weight w (m x k: output channels x C KH KW, row-major) and bias
+// (m floats, or null) packed once for one ISA's gemm_left, 64-byte aligned.
+class PackedGemmLeft {
+ public:
+  PackedGemmLeft(const DenseOps& ops, const float* w, const float* bias, size_t m, size_t k);
+  const DenseOps& ops() const { return *ops_; }
+  size_t m() const { return m_; }
+  size_t k() const { return k_; }
+  const float* data() const { return buf_.data() + off_; }
+  size_t bytes() const { return gemm_packed_floats(ops_->gemm_mr, m_, k_) * sizeof(float); }
+
+ private:
+  const DenseOps* ops_;
+  size_t m_, k_, off_;
+  std::vector<float> buf_;
+};
+
+// y (m x n, row stride ldy) = clamp(w @ x + bias) for x (k x n, row stride ldx),
+// split across the kernel threads (by columns, or by row panels when n is small).
+void gemm_left_f32(const PackedGemmLeft& w, const float* x, size_t ldx, float* y, size_t ldy, size_t n, float lo,
+                   float hi);
 
 // y (m x n, row stride ldy) = clamp(act(x @ w^T + bias), lo, hi) for x (m x k,
 // row stride ldx), split across the kernel threads; clamp only when lo > -inf

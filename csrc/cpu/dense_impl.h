@@ -359,6 +359,98 @@ struct Impl {
     }
   }
 
+  // ---- packed GEMM, weight on the left (see DenseOps::gemm_left) ----
+  //
+  // Y = W @ X for NCHW convolutions: a register tile of MR rows (output
+  // channels, broadcast from the packed panel) x 2W columns (output
+  // positions, two vector loads of each X row). k in chunks as above; columns
+  // in blocks of kNC whose X chunk stays in L2 while every panel passes.
+  static constexpr size_t kNC = 8 * kNP;
+
+  template <int MR, bool FULL>
+  static void gemm_left_tile(const float* ap, const float* x, size_t ldx, size_t kc, float* y, size_t ldy, int cols,
+                             bool first, const float* bias, const GemmLeftArgs& a) {
+    R acc[MR][2];
+    const int c0 = cols < W ? cols : W, c1 = cols - W;  // columns in each vector (c1 <= 0: none)
+    for (int r = 0; r < MR; ++r) {
+      if (first) {
+        acc[r][0] = acc[r][1] = V::zero();
+      } else if (FULL) {
+        acc[r][0] = V::load(y + r * ldy);
+        acc[r][1] = V::load(y + r * ldy + W);
+      } else {
+        acc[r][0] = c0 == W ? V::load(y + r * ldy) : V::load_part(y + r * ldy, c0);
+        acc[r][1] = c1 > 0 ? V::load_part(y + r * ldy + W, c1) : V::zero();
+      }
+    }
+    for (size_t j = 0; j < kc; ++j) {
+      const float* xr = x + j * ldx;
+      const R b0 = FULL || c0 == W ? V::load(xr) : V::load_part(xr, c0);
+      const R b1 = FULL ? V::load(xr + W) : (c1 > 0 ? V::load_part(xr + W, c1) : V::zero());
+      for (int r = 0; r < MR; ++r) {
+        const R av = V::bcast(ap[j * kMR + r]);
+        acc[r][0] = V::fma(av, b0, acc[r][0]);
+        acc[r][1] = V::fma(av, b1, acc[r][1]);
+      }
+    }
+    if (bias) {  // the last k chunk: bias per row, then the clamp
+      const R lo = V::bcast(a.lo), hi = V::bcast(a.hi);
+      for (int r = 0; r < MR; ++r) {
+        const R bv = V::bcast(bias[r]);
+        for (int h = 0; h < 2; ++h) {
+          R v = V::add(acc[r][h], bv);
+          if (a.clamp) v = V::clamp(v, lo, hi);
+          acc[r][h] = v;
+        }
+      }
+    }
+    for (int r = 0; r < MR; ++r) {
+      if (FULL) {
+        V::store(y + r * ldy, acc[r][0]);
+        V::store(y + r * ldy + W, acc[r][1]);
+      } else {
+        if (c0 == W) V::store(y + r * ldy, acc[r][0]); else V::store_part(y + r * ldy, acc[r][0], c0);
+        if (c1 > 0) V::store_part(y + r * ldy + W, acc[r][1], c1);
+      }
+    }
+  }
+
+  template <int MR>
+  static void gemm_left_panel(const float* ap, const float* x, size_t kc, float* y, bool first, const float* bias,
+                              const GemmLeftArgs& a, size_t jb, size_t je) {
+    size_t j = jb;
+    for (; j + kNP <= je; j += kNP)
+      gemm_left_tile<MR, true>(ap, x + j, a.ldx, kc, y + j, a.ldy, kNP, first, bias, a);
+    if (j < je) gemm_left_tile<MR, false>(ap, x + j, a.ldx, kc, y + j, a.ldy, int(je - j), first, bias, a);
+  }
+
+  template <int MR>
+  static void gemm_left_rows(int rows, const float* ap, const float* x, size_t kc, float* y, bool first,
+                             const float* bias, const GemmLeftArgs& a, size_t jb, size_t je) {
+    if (rows == MR) return gemm_left_panel<MR>(ap, x, kc, y, first, bias, a, jb, je);
+    if constexpr (MR > 1) gemm_left_rows<MR - 1>(rows, ap, x, kc, y, first, bias, a, jb, je);
+  }
+
+  static void gemm_left(const GemmLeftArgs& a, size_t pb, size_t pe, size_t cb, size_t ce) {
+    if (pb >= pe || cb >= ce || a.k == 0) return;
+    const size_t kc_max = 4096 / kMR < 256 ? 4096 / kMR : 256, chunks = (a.k + kc_max - 1) / kc_max;
+    const size_t kc_even = (a.k + chunks - 1) / chunks;
+    const float* bias_all = a.wp + (a.m + kMR - 1) / kMR * kMR * a.k;
+    for (size_t k0 = 0; k0 < a.k; k0 += kc_even) {
+      const size_t kc = a.k - k0 < kc_even ? a.k - k0 : kc_even;
+      const bool first = k0 == 0, last = k0 + kc == a.k;
+      for (size_t j0 = cb; j0 < ce; j0 += kNC) {
+        const size_t j1 = ce - j0 < kNC ? ce : j0 + kNC;
+        for (size_t p = pb; p < pe; ++p) {
+          const size_t r0 = p * kMR;
+          const int rows = a.m - r0 < size_t(kMR) ? int(a.m - r0) : kMR;
+          gemm_left_rows<kMR>(rows, a.wp + p * kMR * a.k + k0 * kMR, a.x + k0 * a.ldx, kc, a.y + r0 * a.ldy, first,
+                              last ? bias_all + r0 : nullptr, a, j0, j1);
+        }
+      }
+    }
+  }
+
   // ---- depthwise conv2d (see DenseOps::dwconv) ----
   //
   // Input rows are first copied into `scratch` with their zero padding (left,
@@ -776,5 +868,5 @@ struct Impl {
                          &dense_impl::Impl<V>::gemm, &dense_impl::Impl<V>::dwconv,                 \
                          &dense_impl::Impl<V>::attention, &dense_impl::Impl<V>::layernorm,                 \
                          size_t(dense_impl::Impl<V>::kNP), size_t(dense_impl::Impl<V>::kMR),               \
-                         &dense_impl::Impl<V>::gemm_packed};                                               \
+                         &dense_impl::Impl<V>::gemm_packed, &dense_impl::Impl<V>::gemm_left};              \
   }

@@ -309,6 +309,23 @@ void spmm_linear(const KernelInfo& k, const NmF32& a, const float* x, float* y, 
   linear(k, a, x, y, m, p, opts);
 }
 
+void conv2d_dense_f32(const PackedGemmLeft& w, const float* x, float* y, const Conv2dShape& s, float lo,
+                      float hi) {
+  if (s.b <= 0 || w.m() == 0 || s.oh <= 0 || s.ow <= 0) return;
+  const int64_t in_size = s.c * s.h * s.w, ohw = s.oh * s.ow, out_size = static_cast<int64_t>(w.m()) * ohw;
+  const bool direct = s.kh == 1 && s.kw == 1 && s.sh == 1 && s.sw == 1 && s.pad_t == 0 && s.pad_l == 0 &&
+                      s.pad_b == 0 && s.pad_r == 0;
+  float* col = direct ? nullptr : buffer(kIn).get(static_cast<size_t>(static_cast<int64_t>(w.k()) * ohw));
+  for (int64_t img = 0; img < s.b; ++img) {
+    const float* xi = x + img * in_size;
+    if (!direct) {
+      im2col_f32(xi, col, s);
+      xi = col;
+    }
+    gemm_left_f32(w, xi, size_t(ohw), y + img * out_size, size_t(ohw), size_t(ohw), lo, hi);
+  }
+}
+
 void spmm_conv2d(const KernelInfo& k, const CsrF32& a, const float* x, float* y, const Conv2dShape& s,
                  const SpmmParams& p) {
   conv2d(k, a, x, y, s, p);

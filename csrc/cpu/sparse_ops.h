@@ -11,6 +11,7 @@
 
 #include <cstdint>
 
+#include "dense.h"
 #include "registry.h"
 #include "zeroskip/spmm.h"
 
@@ -68,6 +69,12 @@ void spmm_conv2d(const KernelInfo& k, const BsrF32& a, const float* x, float* y,
                  const SpmmParams& p);
 void spmm_conv2d(const KernelInfo& k, const NmF32& a, const float* x, float* y, const Conv2dShape& s,
                  const SpmmParams& p);
+
+// The same convolution with a dense weight packed for the weight-left GEMM
+// (dense.h): y = clamp(conv(x, W) + bias, lo, hi), the bias packed with W; a
+// 1x1 unit-stride unpadded window multiplies each image directly, any other
+// goes through the whole image's im2col.
+void conv2d_dense_f32(const PackedGemmLeft& w, const float* x, float* y, const Conv2dShape& s, float lo, float hi);
 
 // dst (cols x rows) = src (rows x cols)^T, both row-major; cache-blocked, and
 // split across the kernel threads when large.

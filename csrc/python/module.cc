@@ -279,14 +279,13 @@ void expect_len(const std::vector<int64_t>& v, size_t count, const char* what, c
                           ", got " + std::to_string(v.size()));
 }
 
-// Conv2d, NCHW, groups 1: x (B, C, H, W), out (B, Cout, OH, OW) for a weight of Cout x (C KH KW).
-template <class View>
-void run_conv(const View& a, const zs::KernelInfo& k, const py::array& x, const py::array& y,
-              const std::optional<py::array>& bias, float lo, float hi, const std::vector<int64_t>& kernel_shape,
-              const std::vector<int64_t>& strides, const std::vector<int64_t>& pads,
-              const std::vector<int64_t>& dilations) {
-  const float* xp = f32_arg(x, "x", false);
-  float* yp = const_cast<float*>(f32_arg(y, "out", true));
+// Conv2d, NCHW, groups 1: x (B, C, H, W), out (B, Cout, OH, OW) for a weight of m = Cout rows x kcols =
+// C KH KW columns; checks them and the window, and returns the convolution's shape.
+zs::Conv2dShape conv_args(int64_t m, int64_t kcols, const py::array& x, const py::array& y,
+                          const std::vector<int64_t>& kernel_shape, const std::vector<int64_t>& strides,
+                          const std::vector<int64_t>& pads, const std::vector<int64_t>& dilations) {
+  f32_arg(x, "x", false);
+  f32_arg(y, "out", true);
   if (x.ndim() != 4) throw py::value_error("x must be 4-D (B, C, H, W), got shape " + shape_str(x));
   expect_len(kernel_shape, 2, "kernel_shape", "(KH, KW)");
   expect_len(strides, 2, "strides", "(sh, sw)");
@@ -300,9 +299,9 @@ void run_conv(const View& a, const zs::KernelInfo& k, const py::array& x, const 
   s.dh = dilations[0], s.dw = dilations[1];
   check_window(s.kh, s.kw, s.sh, s.sw, s.pad_t, s.pad_l, s.pad_b, s.pad_r, s.dh, s.dw, "kernel_shape");
   const __int128 cols = static_cast<__int128>(s.c) * s.kh * s.kw;  // 128-bit: no wrap to a matching value
-  if (cols != a.k)
+  if (cols != kcols)
     throw py::value_error(
-        "weight has " + std::to_string(a.k) + " columns, expected C*KH*KW = " + std::to_string(s.c) + "*" +
+        "weight has " + std::to_string(kcols) + " columns, expected C*KH*KW = " + std::to_string(s.c) + "*" +
         std::to_string(s.kh) + "*" + std::to_string(s.kw) + " = " +
         (cols <= INT64_MAX ? std::to_string(static_cast<int64_t>(cols)) : std::string("more than 2**63")) +
         " for x of shape " + shape_str(x));
@@ -312,13 +311,41 @@ void run_conv(const View& a, const zs::KernelInfo& k, const py::array& x, const 
     throw py::value_error("kernel_shape " + dims_str({s.kh, s.kw}) + " with dilations " + dims_str({s.dh, s.dw}) +
                           " does not fit the padded input " +
                           dims_str({s.h + s.pad_t + s.pad_b, s.w + s.pad_l + s.pad_r}) + "; the output would be empty");
-  if (y.ndim() != 4 || y.shape(0) != s.b || y.shape(1) != a.m || y.shape(2) != s.oh || y.shape(3) != s.ow)
-    throw py::value_error("out has shape " + shape_str(y) + ", expected " + dims_str({s.b, a.m, s.oh, s.ow}));
+  if (y.ndim() != 4 || y.shape(0) != s.b || y.shape(1) != m || y.shape(2) != s.oh || y.shape(3) != s.ow)
+    throw py::value_error("out has shape " + shape_str(y) + ", expected " + dims_str({s.b, m, s.oh, s.ow}));
   if (overlaps(x, y)) throw py::value_error("out must not share memory with x");
+  return s;
+}
+
+template <class View>
+void run_conv(const View& a, const zs::KernelInfo& k, const py::array& x, const py::array& y,
+              const std::optional<py::array>& bias, float lo, float hi, const std::vector<int64_t>& kernel_shape,
+              const std::vector<int64_t>& strides, const std::vector<int64_t>& pads,
+              const std::vector<int64_t>& dilations) {
+  const zs::Conv2dShape s = conv_args(a.m, a.k, x, y, kernel_shape, strides, pads, dilations);
   const zs::SpmmParams p = epilogue(bias, a.m, y, lo, hi);
   if (y.size() == 0) return;
+  const float* xp = static_cast<const float*>(x.data());
+  float* yp = static_cast<float*>(const_cast<void*>(y.data()));
   py::gil_scoped_release nogil;
   zs::spmm_conv2d(k, a, xp, yp, s, p);
+}
+
+// A packed dense weight P from w (rows, k) float32 and bias (rows,) or None; `dims` names w's shape.
+template <class P>
+P* new_packed(const py::array& w, const std::optional<py::array>& bias, const std::optional<std::string>& isa,
+              const char* dims) {
+  const zs::DenseOps& ops = dense_pick(isa);
+  const float* wp = f32_arg(w, "w", false);
+  if (w.ndim() != 2) throw py::value_error(std::string("w must be 2-D ") + dims + ", got shape " + shape_str(w));
+  const float* bp = nullptr;
+  if (bias) {
+    bp = f32_arg(*bias, "bias", false);
+    if (bias->ndim() != 1 || bias->shape(0) != w.shape(0))
+      throw py::value_error("bias has shape " + shape_str(*bias) + ", expected (" + std::to_string(w.shape(0)) +
+                            ",)");
+  }
+  return new P(ops, wp, bp, size_t(w.shape(0)), size_t(w.shape(1)));
 }
 
 // Above this much work the GIL is released (below it, releasing costs more than the call).
@@ -594,23 +621,38 @@ PYBIND11_MODULE(_C, m) {
   py::class_<zs::PackedGemm>(m, "DenseWeight")
       .def(py::init([](const py::array& w, const std::optional<py::array>& bias,
                        const std::optional<std::string>& isa) {
-             const zs::DenseOps& ops = dense_pick(isa);
-             const float* wp = f32_arg(w, "w", false);
-             if (w.ndim() != 2) throw py::value_error("w must be 2-D (N, K), got shape " + shape_str(w));
-             const float* bp = nullptr;
-             if (bias) {
-               bp = f32_arg(*bias, "bias", false);
-               if (bias->ndim() != 1 || bias->shape(0) != w.shape(0))
-                 throw py::value_error("bias has shape " + shape_str(*bias) + ", expected (" +
-                                       std::to_string(w.shape(0)) + ",)");
-             }
-             return new zs::PackedGemm(ops, wp, bp, size_t(w.shape(0)), size_t(w.shape(1)));
+             return new_packed<zs::PackedGemm>(w, bias, isa, "(N, K)");
            }),
            py::arg("w"), py::arg("bias") = py::none(), py::arg("isa") = py::none(),
            "A Linear weight w (N, K) and bias (N,) packed once for the dense GEMM kernel of one ISA.")
       .def_property_readonly("shape", [](const zs::PackedGemm& p) { return py::make_tuple(p.n(), p.k()); })
       .def_property_readonly("isa", [](const zs::PackedGemm& p) { return zs::isa_name(p.ops().isa); })
       .def_property_readonly("nbytes", &zs::PackedGemm::bytes);
+  py::class_<zs::PackedGemmLeft>(m, "DenseConvWeight")
+      .def(py::init([](const py::array& w, const std::optional<py::array>& bias,
+                       const std::optional<std::string>& isa) {
+             return new_packed<zs::PackedGemmLeft>(w, bias, isa, "(Cout, C*KH*KW)");
+           }),
+           py::arg("w"), py::arg("bias") = py::none(), py::arg("isa") = py::none(),
+           "A convolution weight (Cout, C*KH*KW) and bias (Cout,) packed once for the dense GEMM of one ISA.")
+      .def_property_readonly("shape", [](const zs::PackedGemmLeft& p) { return py::make_tuple(p.m(), p.k()); })
+      .def_property_readonly("isa", [](const zs::PackedGemmLeft& p) { return zs::isa_name(p.ops().isa); })
+      .def_property_readonly("nbytes", &zs::PackedGemmLeft::bytes);
+  m.def("conv2d_dense", [](const zs::PackedGemmLeft& w, const py::array& x, const py::array& out, float lo, float hi,
+                           const std::vector<int64_t>& kernel_shape, const std::vector<int64_t>& strides,
+                           const std::vector<int64_t>& pads, const std::vector<int64_t>& dilations) {
+    const zs::Conv2dShape s = conv_args(int64_t(w.m()), int64_t(w.k()), x, out, kernel_shape, strides, pads,
+                                        dilations);
+    if (!(lo <= hi)) throw py::value_error("clamp range is empty: min > max");
+    if (out.size() == 0) return;
+    const float* xp = static_cast<const float*>(x.data());
+    float* yp = static_cast<float*>(const_cast<void*>(out.data()));
+    if (out.size() * (s.c * s.kh * s.kw + 1) < kReleaseGil * 8) return zs::conv2d_dense_f32(w, xp, yp, s, lo, hi);
+    py::gil_scoped_release nogil;
+    zs::conv2d_dense_f32(w, xp, yp, s, lo, hi);
+  }, py::arg("w"), py::arg("x"), py::arg("out"), py::arg("clamp_min"), py::arg("clamp_max"),
+        py::arg("kernel_shape"), py::arg("strides"), py::arg("pads"), py::arg("dilations"),
+        "Conv2d (NCHW, groups 1) with a packed dense weight: out (B, Cout, OH, OW) = clamp(conv(x) + bias).");
   m.def("gemm", [](const zs::PackedGemm& w, const py::array& x, const py::array& out, float lo, float hi,
                    const std::string& act) {
     zs::GemmAct a;

@@ -5,6 +5,8 @@
     y = dense.gemv(w, x, bias, clamp=(0, inf))   # Linear at batch 1..few: x (K,) or (M, K), w (N, K)
     p = dense.pack_linear(w, bias)           # Linear at any batch: w (N, K) packed once for the GEMM kernel
     y = dense.linear(p, x, activation="gelu")    # x (..., K) -> (..., N); clamp=(lo, hi) for Relu / Clip
+    c = dense.pack_conv(w4, bias)            # Conv2d weight (Cout, C, KH, KW) packed once (groups 1)
+    y = dense.conv2d(c, x, (3, 3), pads=(1, 1, 1, 1), clamp=(0, 6))   # NCHW, through the same GEMM
     y = dense.dwconv2d(x, w, bias, strides=(2, 2), pads=(1, 1, 1, 1), clamp=(0, 6))  # depthwise, NCHW
     y = dense.pool2d(x, "max", (3, 3), strides=(2, 2), pads=(1, 1, 1, 1))  # max / avg pooling, NCHW
     o = dense.attention(q, kt, v, mask, scale=0.125)  # softmax(scale q @ kt + mask) @ v per head
@@ -26,12 +28,14 @@ from zeroskip.errors import InputError, KernelError
 
 __all__ = [
     "attention",
+    "conv2d",
     "dwconv2d",
     "gelu",
     "gemv",
     "isas",
     "layernorm",
     "linear",
+    "pack_conv",
     "pack_linear",
     "pool2d",
     "softmax",
@@ -105,14 +109,16 @@ def gemv(
 def pack_linear(w: Any, bias: Any = None, *, isa: str | None = None) -> Any:
     """w (N, K) float32 and bias (N,) or None, copied once into the GEMM kernel's panel layout for one
     ISA (default: the fastest this CPU runs). The result has .shape (N, K), .isa and .nbytes."""
-    wa = _array(w, "w")
-    ba = None if bias is None else _array(bias, "bias")
+    return _pack("pack_linear", _C.DenseWeight, _array(w, "w"), bias, isa)
+
+
+def _pack(name: str, cls: Any, w2: np.ndarray, bias: Any, isa: str | None) -> Any:
     try:
-        return _C.DenseWeight(wa, ba, isa)
+        return cls(w2, None if bias is None else _array(bias, "bias"), isa)
     except _C.KernelError as e:
-        raise KernelError(f"pack_linear: {_args.one_line(e)}") from None
+        raise KernelError(f"{name}: {_args.one_line(e)}") from None
     except (ValueError, TypeError) as e:
-        raise InputError(f"pack_linear: {_args.one_line(e)}") from None
+        raise InputError(f"{name}: {_args.one_line(e)}") from None
 
 
 _ACTIVATIONS = {"": "", "none": "", "gelu": "gelu", "gelu_tanh": "gelu_tanh"}
@@ -141,6 +147,57 @@ def linear(
     lo, hi = _args.clamp_pair(clamp)
     _call("linear", _C.gemm, packed, xa, y, lo, hi, _ACTIVATIONS[activation])
     return y
+
+
+def pack_conv(w: Any, bias: Any = None, *, isa: str | None = None) -> Any:
+    """A group-1 Conv2d weight (Cout, C, KH, KW) float32 and bias (Cout,) or None, packed once for the
+    weight-left GEMM of one ISA. The result has .shape (Cout, C*KH*KW), .isa and .nbytes."""
+    wa = _array(w, "w")
+    if wa.ndim != 4:
+        raise InputError(f"pack_conv: w must be 4-D (Cout, C, KH, KW), got shape {wa.shape}")
+    return _pack(
+        "pack_conv", _C.DenseConvWeight, np.ascontiguousarray(wa).reshape(wa.shape[0], -1), bias, isa
+    )
+
+
+def conv2d(
+    packed: Any,
+    x: Any,
+    kernel: tuple[int, int],
+    strides: tuple[int, int] = (1, 1),
+    pads: tuple[int, int, int, int] = (0, 0, 0, 0),
+    dilations: tuple[int, int] = (1, 1),
+    out: np.ndarray | None = None,
+    clamp: tuple[float, float] | None = None,
+) -> np.ndarray:
+    """Conv2d, NCHW, groups 1, zero padding, with a weight from `pack_conv`: y = clamp(conv(x, w) + bias)
+    for x (N, C, H, W); kernel (KH, KW) as packed. Output (N, Cout, OH, OW) as for dwconv2d."""
+    if not isinstance(packed, _C.DenseConvWeight):
+        raise InputError(f"conv2d: packed must come from dense.pack_conv, got {type(packed).__name__}")
+    xa = _array(x, "x")
+    win, shape = _window("conv2d", xa, kernel, strides, pads, dilations, packed.shape[0])
+    y = _args.output(shape, "conv2d") if out is None else _args.given_out(out, "conv2d")
+    lo, hi = _args.clamp_pair(clamp)
+    _call("conv2d", _C.conv2d_dense, packed, xa, y, lo, hi, *win)
+    return y
+
+
+def _window(
+    name: str, xa: np.ndarray, kernel: Any, strides: Any, pads: Any, dilations: Any, channels: int | None
+) -> tuple[tuple[tuple[int, ...], ...], tuple[int, ...]]:
+    """The checked window ((KH, KW), strides, pads (top, left, bottom, right), dilations) of a 2-D NCHW
+    op on x, and its output shape (N, channels or x's C, OH, OW); (0,) for an x that is not 4-D (the
+    binding then names the problem)."""
+    kh, kw = _args.ints(kernel, 2, f"{name}: kernel", 1)
+    sh, sw = _args.ints(strides, 2, f"{name}: strides", 1)
+    pt, pl, pb, pr = _args.ints(pads, 4, f"{name}: pads", 0, "(top, left, bottom, right)")
+    dh, dw = _args.ints(dilations, 2, f"{name}: dilations", 1)
+    shape: tuple[int, ...] = (0,)
+    if xa.ndim == 4:
+        n, c, h, wd = xa.shape
+        oh, ow = _out_size(h, kh, sh, pt, pb, dh), _out_size(wd, kw, sw, pl, pr, dw)
+        shape = (n, c if channels is None else channels, oh, ow)
+    return ((kh, kw), (sh, sw), (pt, pl, pb, pr), (dh, dw)), shape
 
 
 def _out_size(n: int, k: int, stride: int, pad0: int, pad1: int, dil: int) -> int:
@@ -200,20 +257,9 @@ def pool2d(
     image) or "avg_include_pad" (by KH * KW). Padding (top, left, bottom, right) is never read and
     must be smaller than the dilated window; output (N, C, OH, OW) as for dwconv2d."""
     xa = _array(x, "x")
-    kh, kw = _args.ints(kernel, 2, "pool2d: kernel", 1)
-    sh, sw = _args.ints(strides, 2, "pool2d: strides", 1)
-    pt, pl, pb, pr = _args.ints(pads, 4, "pool2d: pads", 0, "(top, left, bottom, right)")
-    dh, dw = _args.ints(dilations, 2, "pool2d: dilations", 1)
-    if out is None:
-        if xa.ndim != 4:
-            shape: tuple[int, ...] = (0,)  # let the binding name the problem
-        else:
-            n, c, h, wd = xa.shape
-            shape = (n, c, _out_size(h, kh, sh, pt, pb, dh), _out_size(wd, kw, sw, pl, pr, dw))
-        y = _args.output(shape, "pool2d")
-    else:
-        y = _args.given_out(out, "pool2d")
-    _call("pool2d", _C.pool2d, xa, y, kind, (kh, kw), (sh, sw), (pt, pl, pb, pr), (dh, dw))
+    win, shape = _window("pool2d", xa, kernel, strides, pads, dilations, None)
+    y = _args.output(shape, "pool2d") if out is None else _args.given_out(out, "pool2d")
+    _call("pool2d", _C.pool2d, xa, y, kind, *win)
     return y
 
 

@@ -39,8 +39,10 @@ struct ScalarDense {
   static R even(R a, R) { return a; }  // a = p[0], b = p[1]
   static R odd(R, R b) { return b; }
   static R unshuffle(R v) { return v; }
-  static R load_part(const float*, int) { return 0.0f; }  // never called: W == 1
-  static void store_part(float*, R, int) {}
+  static R load_part(const float* p, int cnt) { return cnt > 0 ? *p : 0.0f; }
+  static void store_part(float* p, R v, int cnt) {
+    if (cnt > 0) *p = v;
+  }
   static float hsum(R v) { return v; }
 };
 

@@ -21,6 +21,7 @@ __all__ = [
     "attention_runner",
     "available",
     "conv_dense_csr",
+    "conv_dense_gemm",
     "gelu",
     "gelu_out",
     "layernorm_runner",
@@ -243,12 +244,17 @@ def depthwise_conv(
     st, pd, dl = tuple(strides), (pads[0], pads[1], pads[2], pads[3]), tuple(dilations)
     conv, from_numpy, empty, f32 = _C.dwconv, torch.from_numpy, np.empty, np.float32
 
+    xv, ov = _Views(tuple(x_shape)), _Views(out_shape)
+
     def run(x: torch.Tensor, *_: Any) -> torch.Tensor:
         y = empty(out_shape, f32)
-        conv(_c_array(x), w_np, b_np, y, st, pd, dl, lo, hi, None)
+        conv(xv(x), w_np, b_np, y, st, pd, dl, lo, hi, None)
         return from_numpy(y)
 
-    return run
+    def run_out(out: torch.Tensor, x: torch.Tensor, *_: Any) -> None:
+        conv(xv(x), w_np, b_np, ov(out), st, pd, dl, lo, hi, None)
+
+    return _with_out(run, run_out, out_shape)
 
 
 def linear_small(wt: torch.Tensor, bias: torch.Tensor | None, x_shape: tuple[int, ...], relu: bool) -> Any:
@@ -304,28 +310,34 @@ def linear_packed(
         return None
     act, clamp = _GEMM_ACT[activation]
     lo, hi = _bounds(clamp)
-    packed = None  # packed on the first call: a load that takes another candidate never pays for it
-
-    def weight() -> Any:
-        nonlocal packed
-        if packed is None:
-            b_np = None if bias is None else bias.contiguous().reshape(n).numpy()
-            packed = _C.DenseWeight(wt.contiguous().numpy(), b_np, None)
-        return packed
-
+    weight = _packed_on_first_call(_C.DenseWeight, wt.reshape(n, k), bias)
     out_shape = (*x_shape[:-1], n)
     gemm, from_numpy, empty, f32 = _C.gemm, torch.from_numpy, np.empty, np.float32
     xv, ov = _Views(tuple(x_shape)), _Views(out_shape)
 
     def run(x: torch.Tensor, *_: Any) -> torch.Tensor:
         y = empty(out_shape, f32)
-        gemm(packed or weight(), xv(x), y, lo, hi, act)
+        gemm(weight(), xv(x), y, lo, hi, act)
         return from_numpy(y)
 
     def run_out(out: torch.Tensor, x: torch.Tensor, *_: Any) -> None:
-        gemm(packed or weight(), xv(x), ov(out), lo, hi, act)
+        gemm(weight(), xv(x), ov(out), lo, hi, act)
 
     return _with_out(run, run_out, out_shape)
+
+
+def _packed_on_first_call(cls: Any, w2: torch.Tensor, bias: torch.Tensor | None) -> Any:
+    """weight() -> cls(w2, bias) (a packed dense weight), made on the first call: a load that takes
+    another candidate never pays for the copy."""
+    packed: list[Any] = []
+
+    def weight() -> Any:
+        if not packed:
+            b_np = None if bias is None else bias.contiguous().reshape(-1).numpy()
+            packed.append(cls(w2.contiguous().numpy(), b_np, None))
+        return packed[0]
+
+    return weight
 
 
 def _with_out(run: Any, run_out: Any, out_shape: tuple[int, ...]) -> Any:
@@ -451,13 +463,59 @@ def sparse_conv(
     out_shape = (n, cout, oh, ow)
     ks, st, pd, dl = (kh, kw), (sh, sw), tuple(pads), (dh, dw)
     conv, from_numpy, empty, f32 = _C.spmm_conv, torch.from_numpy, np.empty, np.float32
+    xv, ov = _Views(tuple(x_shape)), _Views(out_shape)
 
     def run(x: torch.Tensor, *_: Any) -> torch.Tensor:
         y = empty(out_shape, f32)
-        conv(packed, _c_array(x), y, b_np, lo, hi, kernel, ks, st, pd, dl)
+        conv(packed, xv(x), y, b_np, lo, hi, kernel, ks, st, pd, dl)
         return from_numpy(y)
 
-    return run
+    def run_out(out: torch.Tensor, x: torch.Tensor, *_: Any) -> None:
+        conv(packed, xv(x), ov(out), b_np, lo, hi, kernel, ks, st, pd, dl)
+
+    return _with_out(run, run_out, out_shape)
+
+
+def conv_dense_gemm(
+    w: torch.Tensor,
+    bias: torch.Tensor | None,
+    x_shape: tuple[int, ...],
+    kernel_shape: tuple[int, int],
+    strides: tuple[int, int],
+    pads: tuple[int, int, int, int],
+    dilations: tuple[int, int],
+    clamp: tuple[float, float] | None,
+) -> Any:
+    """A group-1 2-D NCHW convolution through the dense weight-left GEMM: the weight, as Cout x (C * KH *
+    KW), and the bias are packed on the first call; 1x1 convs multiply the input itself, others its
+    im2col; Relu / Clip in the epilogue. None when the kernel is missing or the operands do not fit."""
+    if not hasattr(_C, "conv2d_dense") or w.dtype != torch.float32 or len(x_shape) != 4 or w.dim() != 4:
+        return None
+    if bias is not None and (bias.dtype != torch.float32 or bias.numel() != w.shape[0]):
+        return None
+    n, c, h, wd = x_shape
+    (kh, kw), (sh, sw), (dh, dw) = kernel_shape, strides, dilations
+    oh = (h + pads[0] + pads[2] - dh * (kh - 1) - 1) // sh + 1
+    ow = (wd + pads[1] + pads[3] - dw * (kw - 1) - 1) // sw + 1
+    cout = w.shape[0]
+    if oh <= 0 or ow <= 0 or w.shape[1] != c or tuple(w.shape[2:]) != (kh, kw):
+        return None
+    lo, hi = _bounds(clamp)
+    out_shape = (n, cout, oh, ow)
+    ks, st, pd, dl = [kh, kw], [sh, sw], list(pads), [dh, dw]
+    weight = _packed_on_first_call(_C.DenseConvWeight, w.reshape(cout, -1), bias)
+    conv, from_numpy, empty, f32 = _C.conv2d_dense, torch.from_numpy, np.empty, np.float32
+    xv, ov = _Views(tuple(x_shape)), _Views(out_shape)
+
+    def run(x: torch.Tensor, *_: Any) -> torch.Tensor:
+        y = empty(out_shape, f32)
+        conv(weight(), xv(x), y, lo, hi, ks, st, pd, dl)
+        return from_numpy(y)
+
+    def run_out(out: torch.Tensor, x: torch.Tensor, *_: Any) -> None:
+        conv(weight(), xv(x), ov(out), lo, hi, ks, st, pd, dl)
+
+    return _with_out(run, run_out, out_shape)
 
 
 def pool2d(
@@ -481,14 +539,22 @@ def pool2d(
     pool, from_numpy, empty, f32, t32 = _C.pool2d, torch.from_numpy, np.empty, np.float32, torch.float32
     ks, st, pd, dl = tuple(kernel), tuple(strides), tuple(pads), (1, 1)
 
+    xv, ov = _Views(tuple(x_shape)), _Views(out_shape)
+
     def run(x: torch.Tensor, *_: Any) -> torch.Tensor:
         if x.dtype is not t32 or not x.is_contiguous():
             return fallback(x)
         y = empty(out_shape, f32)
-        pool(x.numpy(), y, kind, ks, st, pd, dl)
+        pool(xv(x), y, kind, ks, st, pd, dl)
         return from_numpy(y)
 
-    return run
+    def run_out(out: torch.Tensor, x: torch.Tensor, *_: Any) -> None:
+        if x.dtype is not t32 or not x.is_contiguous():
+            out.copy_(fallback(x))
+        else:
+            pool(xv(x), ov(out), kind, ks, st, pd, dl)
+
+    return _with_out(run, run_out, out_shape)
 
 
 # Group-1 convolutions up to this many multiply-adds are offered the SpMM path with their dense weight

@@ -256,6 +256,14 @@ def _conv_prepare(shapes: list[Any], consts: list[Any], **attrs: Any) -> Any:
         small = cpu_kernels.conv_dense_csr(W, B, tuple(xs), *geometry, bounds)
         if small is not None:
             dense.append(("dense/csr-im2col", small))
+        # The NCHW GEMM likewise: beside oneDNN's channels-last convs it wins node by node and loses
+        # overall (MobileNet-v2 at batch 1: 25.3 ms mixed against 21-22 without it; with oneDNN out of
+        # every conv, 17.2 ms, but ResNet-18 then slows from 56 to 66 ms). Until the layout is chosen
+        # for the whole model, it runs where oneDNN does not, or where the conv is small.
+        if onednn is None or macs < _SMALL_CONV_MACS:
+            gemm = cpu_kernels.conv_dense_gemm(W, B, tuple(xs), *geometry, bounds)
+            if gemm is not None:
+                dense.append(("dense/gemm", gemm))
     # Sparse: group-1 2-D convs, the weight as Cout x (C * KH * KW) (1x1 convs run as SpMM on the
     # input itself, others on its im2col); depthwise and grouped convs stay dense.
     sparse_ok = group == 1 and W.dtype == torch.float32 and (B is None or B.dtype == torch.float32)
