@@ -614,3 +614,71 @@ def test_pooled_runners_give_fresh_results_every_run(tmp_path: Path, sparse: str
         ref = sess.run(None, {"x": x})
         np.testing.assert_allclose(got["h2"], ref[0], rtol=1e-4, atol=1e-4)
         np.testing.assert_allclose(got["h0"], ref[1], rtol=1e-4, atol=1e-4)
+
+
+def _conv_chain_model() -> bytes:
+    """x (1, 8, 16, 16) -> Conv 3x3 (8 -> 16) -> Relu -> Conv 1x1 (16 -> 8): both big enough that
+    oneDNN's channels-last path is offered."""
+    rng = np.random.default_rng(7)
+    w1 = rng.standard_normal((16, 8, 3, 3)).astype(np.float32) * 0.2
+    w2 = rng.standard_normal((8, 16, 1, 1)).astype(np.float32) * 0.2
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2"], ["y"]),
+    ]
+    g = helper.make_graph(
+        nodes,
+        "convs",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 16, 16])],
+        [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")],
+    )
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+
+
+@pytest.mark.parametrize("faster", ["mixed", "nchw"])
+def test_conv_layout_is_chosen_for_the_whole_plan(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, faster: str
+) -> None:
+    """Where a conv takes oneDNN's channels-last path, a plan with NCHW kernels only is built too and the
+    faster of the two whole plans is kept (each op is timed alone, so the layout changes between them
+    are not); the choice is cached, and the report shows the kept plan's choices only."""
+    from zeroskip import plan as plan_mod
+    from zeroskip.ops import nn as nn_ops
+
+    orig_pick = tuning.Tuner._pick
+
+    def prefer_onednn(self: Any, seconds: Any, stats: Any, rejected: Any) -> Any:
+        if nn_ops.ONEDNN in seconds:  # pretend oneDNN won the node's timing
+            return nn_ops.ONEDNN, "test"
+        return orig_pick(self, seconds, stats, rejected)
+
+    monkeypatch.setattr(tuning.Tuner, "_pick", prefer_onednn)
+    timed = []
+
+    def fake_times(plans: Any, feeds: Any, budget: float = 1.0) -> list[float]:
+        timed.append(len(plans))
+        return [1.0, 2.0] if faster == "mixed" else [2.0, 1.0]
+
+    monkeypatch.setattr(plan_mod, "_time_plans", fake_times)
+    model = _conv_chain_model()
+    x = np.random.default_rng(1).standard_normal((1, 8, 16, 16)).astype(np.float32)
+    s = _load(model, tmp_path)
+    got = s.run({"x": x})["y"]
+    if not timed:
+        pytest.skip("this torch build has no oneDNN convolution")
+    assert timed == [2]
+    winners = [r["winner"] for r in _rows(s)]
+    assert len(winners) == 2  # one row per conv: the other plan's rows are dropped
+    if faster == "mixed":
+        assert nn_ops.ONEDNN in winners
+    else:
+        assert nn_ops.ONEDNN not in winners
+    ort = pytest.importorskip("onnxruntime")
+    ref = ort.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
+    monkeypatch.setattr(plan_mod, "_time_plans", _fail("timed again on a warm load"))
+    again = _load(model, tmp_path)
+    np.testing.assert_array_equal(again.run({"x": x})["y"], got)
+    assert [r["winner"] for r in _rows(again)] == winners

@@ -38,8 +38,9 @@ from zeroskip.ir import Graph, Node, Value, fold_batchnorm, fold_constants, remo
 from zeroskip.ir.fusion import fuse
 from zeroskip.ir.passes import NONDETERMINISTIC
 from zeroskip.ops import cpu_kernels
+from zeroskip.ops import nn as nn_ops
 from zeroskip.ops._select import Offer
-from zeroskip.tuning import Tuner
+from zeroskip.tuning import Tuner, fingerprint
 
 __all__ = ["Program", "evaluate_node", "optimize"]
 
@@ -264,12 +265,46 @@ class Program:
             if plan is not None:
                 return plan(feeds)
             _, sig = self._trace(feeds)
-            plan = self._plans[key] = Plan(self, sig)
+            plan = self._plans[key] = self._plan(sig, feeds)
             if len(self._plans) > _MAX_SIGNATURES:
                 self._plans.popitem(last=False)
             # Answer from the compiled plan, not the trace: it may use other kernels (rounding
             # differently), and every later run of this shape will be the plan's.
             return plan(feeds)
+
+    def _plan(self, sig: _Signature, feeds: Sequence[torch.Tensor]) -> Plan:
+        """The plan for a new signature. Where the tuner gave some conv oneDNN's channels-last path, a
+        plan with NCHW kernels only is built too and the two are timed on `feeds` (each op was timed
+        alone, so the layout changes between them were not); the faster is kept, the choice cached."""
+        records = self.tuner.records
+        start = len(records)
+        plan = Plan(self, sig)
+        if self.reference or not any(r.winner == nn_ops.ONEDNN for r in records[start:]):
+            return plan
+        mixed = records[start:]
+        del records[start:]
+        token = nn_ops.NCHW_ONLY.set(True)
+        try:
+            alt = Plan(self, sig)
+        finally:
+            nn_ops.NCHW_ONLY.reset(token)
+        nchw = records[start:]
+        del records[start:]
+        key = {
+            "kind": "layout",
+            "device": fingerprint(),
+            "plans": [[(r.node, r.op, list(r.input_shape), r.winner) for r in rs] for rs in (mixed, nchw)],
+        }
+        cache = self.tuner.cache
+        entry = cache.get(key) if cache is not None else None
+        choice = entry.get("choice") if entry is not None else None
+        if choice not in ("mixed", "nchw"):
+            times = _time_plans([plan, alt], feeds)
+            choice = "nchw" if times[1] < times[0] else "mixed"
+            if cache is not None:
+                cache.put(key, {"choice": choice, "ms": [round(t * 1e3, 3) for t in times]})
+        records.extend(nchw if choice == "nchw" else mixed)
+        return alt if choice == "nchw" else plan
 
     def plan_for(self, feeds: Sequence[torch.Tensor]) -> Plan | None:
         for key, plan in self._plans.items():
@@ -471,6 +506,24 @@ def _fixed_view(st: Step, args: list[str], fixed: Mapping[int, str], ns: Mapping
     if not isinstance(r, torch.Tensor) or r.untyped_storage().data_ptr() != base.untyped_storage().data_ptr():
         return None
     return r
+
+
+def _time_plans(plans: Sequence[Plan], feeds: Sequence[torch.Tensor], budget: float = 1.0) -> list[float]:
+    """Median seconds per run of each plan on `feeds`: one warm-up run each, then rounds that alternate
+    their order, at least 3 and up to 7, while `budget` seconds last."""
+    pc = time.perf_counter
+    for p in plans:
+        p(feeds)
+    samples: list[list[float]] = [[] for _ in plans]
+    start = pc()
+    for rnd in range(7):
+        for i in range(len(plans)) if rnd % 2 == 0 else reversed(range(len(plans))):
+            t0 = pc()
+            plans[i](feeds)
+            samples[i].append(pc() - t0)
+        if rnd >= 2 and pc() - start > budget:
+            break
+    return [float(np.median(s)) for s in samples]
 
 
 def _nbytes(sig: _Signature, vid: int) -> int:

@@ -6,6 +6,7 @@ swap in sparse kernels for them node by node. Their common cases are one torch c
 
 from __future__ import annotations
 
+import contextvars
 import math
 from typing import Any
 
@@ -207,6 +208,13 @@ def _mkldnn_conv(
     return run
 
 
+# Set while a plan is built with NCHW kernels only (see plan.Program's layout choice): oneDNN's
+# channels-last path is not offered, and the NCHW GEMM and depthwise kernels are offered everywhere.
+NCHW_ONLY: contextvars.ContextVar[bool] = contextvars.ContextVar("zeroskip_nchw_only", default=False)
+# The candidate whose activations flow on channels-last (the layout choice looks for it).
+ONEDNN = "dense/onednn"
+
+
 def _conv_prepare(shapes: list[Any], consts: list[Any], **attrs: Any) -> Any:
     """A 2-D Conv with constant weights, bound once per input shape: one torch call per run."""
     xs, W = shapes[0], consts[1]
@@ -239,9 +247,11 @@ def _conv_prepare(shapes: list[Any], consts: list[Any], **attrs: Any) -> Any:
 
     bounds = (clip_min, clip_max) if activation == "clip" else (0.0, math.inf) if activation else None
     dense = [("dense/torch", plain)]
-    onednn = _mkldnn_conv(W, B, tuple(xs), stride, pad, dil, group, activation, [clip_min, clip_max])
+    onednn = None
+    if not NCHW_ONLY.get():
+        onednn = _mkldnn_conv(W, B, tuple(xs), stride, pad, dil, group, activation, [clip_min, clip_max])
     if onednn is not None:
-        dense.append(("dense/onednn", onednn))
+        dense.append((ONEDNN, onednn))
     # The depthwise kernel is NCHW while oneDNN's path hands on channels-last tensors: in a network
     # where both run, the layout copies between them cost more than the kernel saves (MobileNet-v2,
     # batch 1: 20 ms with oneDNN alone, 28 ms mixed). So it is offered where oneDNN is absent, or
@@ -257,9 +267,9 @@ def _conv_prepare(shapes: list[Any], consts: list[Any], **attrs: Any) -> Any:
         if small is not None:
             dense.append(("dense/csr-im2col", small))
         # The NCHW GEMM likewise: beside oneDNN's channels-last convs it wins node by node and loses
-        # overall (MobileNet-v2 at batch 1: 25.3 ms mixed against 21-22 without it; with oneDNN out of
-        # every conv, 17.2 ms, but ResNet-18 then slows from 56 to 66 ms). Until the layout is chosen
-        # for the whole model, it runs where oneDNN does not, or where the conv is small.
+        # overall (MobileNet-v2 at batch 1: 25.3 ms mixed against 21-22 without it). A plan with
+        # NCHW kernels only is built and timed against the mixed one (plan.Program), which keeps
+        # the faster: MobileNet-v2 17.2 ms NCHW, ResNet-18 56 ms mixed against 66 ms NCHW.
         if onednn is None or macs < _SMALL_CONV_MACS:
             gemm = cpu_kernels.conv_dense_gemm(W, B, tuple(xs), *geometry, bounds)
             if gemm is not None:
