@@ -1,5 +1,5 @@
-"""Dense kernel benchmark: zeroskip gelu / softmax / gemv / packed GEMM / depthwise conv / pooling / small
-convs (dense weight through the CSR kernel) against torch (and numpy for gemv and GEMM).
+"""Dense kernel benchmark: zeroskip gelu / softmax / gemv / packed GEMM / GEMM convs / depthwise conv /
+pooling / small convs (dense weight through the CSR kernel) against torch (and numpy for gemv and GEMM).
 
     python bench/dense.py                 # full run (about two minutes on 2 cores)
     python bench/dense.py --quick         # fewer rounds
@@ -144,6 +144,37 @@ def cases(
                     "torch": lambda wt=wt, xt=xt, bt=bt, yt=yt: torch.addmm(bt, xt, wt.t(), out=yt),
                 },
                 lambda w=w, x=x, b=b, yn=yn: np.add(np.matmul(x, w.T, out=yn), b, out=yn),
+            )
+        )
+    # Dense NCHW convs through the weight-left GEMM (1x1 directly, k x k through im2col), bias fused,
+    # batch 1: small-CNN, MobileNet-v2 pointwise and ResNet-18 shapes.
+    for c, co, hw, k in (
+        (3, 16, 32, 3),
+        (16, 32, 16, 3),
+        (32, 16, 112, 1),
+        (144, 24, 56, 1),
+        (576, 96, 14, 1),
+        (64, 64, 56, 3),
+        (128, 128, 28, 3),
+        (256, 256, 14, 3),
+    ):
+        w = (rng.standard_normal((co, c, k, k)) / np.sqrt(c * k * k)).astype(np.float32)
+        b = rng.standard_normal(co).astype(np.float32)
+        pw = dense.pack_conv(w, b)
+        x = rng.standard_normal((1, c, hw, hw)).astype(np.float32)
+        y = np.empty((1, co, hw, hw), np.float32)
+        wt, bt, xt = torch.from_numpy(w), torch.from_numpy(b), torch.from_numpy(x)
+        p = k // 2
+        out.append(
+            (
+                f"conv {c}->{co} {hw}x{hw} k{k}",
+                {
+                    "zeroskip": lambda pw=pw, x=x, y=y, k=k, p=p: _C.conv2d_dense(
+                        pw, x, y, -np.inf, np.inf, [k, k], [1, 1], [p] * 4, [1, 1]
+                    ),
+                    "torch": lambda wt=wt, xt=xt, bt=bt, p=p: F.conv2d(xt, wt, bt, 1, p),
+                },
+                None,
             )
         )
     mbv2 = [(32, 112, 1), (96, 112, 2), (144, 56, 1), (144, 56, 2), (192, 28, 1), (192, 28, 2)]

@@ -153,7 +153,7 @@ PackedGemmLeft::PackedGemmLeft(const DenseOps& ops, const float* w, const float*
 }
 
 void gemm_left_f32(const PackedGemmLeft& w, const float* x, size_t ldx, float* y, size_t ldy, size_t n, float lo,
-                   float hi) {
+                   float hi, bool serial) {
   const DenseOps& ops = w.ops();
   const size_t m = w.m(), mr = ops.gemm_mr, np = ops.gemm_np, panels = (m + mr - 1) / mr;
   if (m == 0 || n == 0) return;
@@ -171,15 +171,17 @@ void gemm_left_f32(const PackedGemmLeft& w, const float* x, size_t ldx, float* y
     a.k = 1;
   }
   const size_t col_tiles = (n + np - 1) / np;
-  const int parts = parts_for(m * n * a.k, kMinParallelMacs, col_tiles > panels ? col_tiles : panels);
+  const int parts = serial ? 1 : parts_for(m * n * a.k, kMinParallelMacs, col_tiles > panels ? col_tiles : panels);
   // Split what is larger: by columns every thread streams all of w (m x k), by row panels all of
   // x (k x n). Columns also when the panels are too few to share out.
   const bool by_cols = m <= n ? col_tiles >= static_cast<size_t>(parts) : panels < static_cast<size_t>(parts);
   run_parts(parts, [&](int t, int p) {
+    thread_local AlignedBuffer scratch;
+    float* xs = scratch.get(ops.gemm_left_scratch);
     if (by_cols) {
-      ops.gemm_left(a, 0, panels, split(n, np, t, p), split(n, np, t + 1, p));
+      ops.gemm_left(a, 0, panels, split(n, np, t, p), split(n, np, t + 1, p), xs);
     } else {
-      ops.gemm_left(a, split(panels, 1, t, p), split(panels, 1, t + 1, p), 0, n);
+      ops.gemm_left(a, split(panels, 1, t, p), split(panels, 1, t + 1, p), 0, n, xs);
     }
   });
 }

@@ -117,10 +117,13 @@ struct DenseOps {
                     size_t n, float eps);
   // Output columns per panel of the packed GEMM weight, and rows per register tile.
   size_t gemm_np, gemm_mr;
+  // Scratch floats per thread of gemm_left.
+  size_t gemm_left_scratch;
   // Rows [rb, re) x panels [pb, pe) of the packed GEMM (see GemmArgs).
   void (*gemm_packed)(const GemmArgs& a, size_t rb, size_t re, size_t pb, size_t pe);
-  // Row panels [pb, pe) x columns [cb, ce) of the weight-left GEMM (see GemmLeftArgs).
-  void (*gemm_left)(const GemmLeftArgs& a, size_t pb, size_t pe, size_t cb, size_t ce);
+  // Row panels [pb, pe) x columns [cb, ce) of the weight-left GEMM (see GemmLeftArgs), with a
+  // thread's scratch of gemm_left_scratch floats (its copies of X).
+  void (*gemm_left)(const GemmLeftArgs& a, size_t pb, size_t pe, size_t cb, size_t ce, float* scratch);
 };
 
 // Every ISA compiled into this build, fastest last (may include ones this CPU lacks).
@@ -174,9 +177,10 @@ class PackedGemmLeft {
 };
 
 // y (m x n, row stride ldy) = clamp(w @ x + bias) for x (k x n, row stride ldx),
-// split across the kernel threads (by columns, or by row panels when n is small).
+// split across the kernel threads (by columns, or by row panels when n is small)
+// unless `serial`. Each output's sum runs in the same order however it is split.
 void gemm_left_f32(const PackedGemmLeft& w, const float* x, size_t ldx, float* y, size_t ldy, size_t n, float lo,
-                   float hi);
+                   float hi, bool serial = false);
 
 // y (m x n, row stride ldy) = clamp(act(x @ w^T + bias), lo, hi) for x (m x k,
 // row stride ldx), split across the kernel threads; clamp only when lo > -inf

@@ -363,19 +363,39 @@ struct Impl {
   //
   // Y = W @ X for NCHW convolutions: a register tile of MR rows (output
   // channels, broadcast from the packed panel) x 2W columns (output
-  // positions, two vector loads of each X row). k in chunks as above; columns
-  // in blocks of kNC whose X chunk stays in L2 while every panel passes.
+  // positions). Each chunk of kc rows x kNC columns of X is first copied into
+  // `xs` as column panels of 2W floats per row, contiguous and zero-padded
+  // past n: the tiles then stream it in order (read in place, every row of a
+  // tile is another page and the loads miss the TLB), and every row panel of
+  // W reuses the copy. k in chunks as in gemm_packed.
   static constexpr size_t kNC = 8 * kNP;
+  static constexpr size_t kLeftKc = 256;
 
-  template <int MR, bool FULL>
-  static void gemm_left_tile(const float* ap, const float* x, size_t ldx, size_t kc, float* y, size_t ldy, int cols,
+  static void pack_x(const float* x, size_t ldx, size_t kc, size_t j0, size_t j1, float* xs) {
+    for (size_t j = j0, t = 0; j < j1; j += kNP, ++t) {
+      float* d = xs + t * kc * kNP;
+      const int cols = j1 - j < size_t(kNP) ? int(j1 - j) : kNP;
+      if (cols == kNP) {
+        for (size_t kk = 0; kk < kc; ++kk) {
+          V::store(d + kk * kNP, V::load(x + kk * ldx + j));
+          V::store(d + kk * kNP + W, V::load(x + kk * ldx + j + W));
+        }
+      } else {
+        for (size_t kk = 0; kk < kc; ++kk)
+          for (int c = 0; c < kNP; ++c) d[kk * kNP + c] = c < cols ? x[kk * ldx + j + c] : 0.0f;
+      }
+    }
+  }
+
+  template <int MR>
+  static void gemm_left_tile(const float* ap, const float* xs, size_t kc, float* y, size_t ldy, int cols,
                              bool first, const float* bias, const GemmLeftArgs& a) {
     R acc[MR][2];
     const int c0 = cols < W ? cols : W, c1 = cols - W;  // columns in each vector (c1 <= 0: none)
     for (int r = 0; r < MR; ++r) {
       if (first) {
         acc[r][0] = acc[r][1] = V::zero();
-      } else if (FULL) {
+      } else if (cols == kNP) {
         acc[r][0] = V::load(y + r * ldy);
         acc[r][1] = V::load(y + r * ldy + W);
       } else {
@@ -384,9 +404,7 @@ struct Impl {
       }
     }
     for (size_t j = 0; j < kc; ++j) {
-      const float* xr = x + j * ldx;
-      const R b0 = FULL || c0 == W ? V::load(xr) : V::load_part(xr, c0);
-      const R b1 = FULL ? V::load(xr + W) : (c1 > 0 ? V::load_part(xr + W, c1) : V::zero());
+      const R b0 = V::load(xs + j * kNP), b1 = V::load(xs + j * kNP + W);
       for (int r = 0; r < MR; ++r) {
         const R av = V::bcast(ap[j * kMR + r]);
         acc[r][0] = V::fma(av, b0, acc[r][0]);
@@ -405,7 +423,7 @@ struct Impl {
       }
     }
     for (int r = 0; r < MR; ++r) {
-      if (FULL) {
+      if (cols == kNP) {
         V::store(y + r * ldy, acc[r][0]);
         V::store(y + r * ldy + W, acc[r][1]);
       } else {
@@ -416,35 +434,36 @@ struct Impl {
   }
 
   template <int MR>
-  static void gemm_left_panel(const float* ap, const float* x, size_t kc, float* y, bool first, const float* bias,
-                              const GemmLeftArgs& a, size_t jb, size_t je) {
-    size_t j = jb;
-    for (; j + kNP <= je; j += kNP)
-      gemm_left_tile<MR, true>(ap, x + j, a.ldx, kc, y + j, a.ldy, kNP, first, bias, a);
-    if (j < je) gemm_left_tile<MR, false>(ap, x + j, a.ldx, kc, y + j, a.ldy, int(je - j), first, bias, a);
+  static void gemm_left_panel(const float* ap, const float* xs, size_t kc, float* y, bool first, const float* bias,
+                              const GemmLeftArgs& a, size_t j0, size_t j1) {
+    for (size_t j = j0, t = 0; j < j1; j += kNP, ++t) {
+      const int cols = j1 - j < size_t(kNP) ? int(j1 - j) : kNP;
+      gemm_left_tile<MR>(ap, xs + t * kc * kNP, kc, y + j, a.ldy, cols, first, bias, a);
+    }
   }
 
   template <int MR>
-  static void gemm_left_rows(int rows, const float* ap, const float* x, size_t kc, float* y, bool first,
-                             const float* bias, const GemmLeftArgs& a, size_t jb, size_t je) {
-    if (rows == MR) return gemm_left_panel<MR>(ap, x, kc, y, first, bias, a, jb, je);
-    if constexpr (MR > 1) gemm_left_rows<MR - 1>(rows, ap, x, kc, y, first, bias, a, jb, je);
+  static void gemm_left_rows(int rows, const float* ap, const float* xs, size_t kc, float* y, bool first,
+                             const float* bias, const GemmLeftArgs& a, size_t j0, size_t j1) {
+    if (rows == MR) return gemm_left_panel<MR>(ap, xs, kc, y, first, bias, a, j0, j1);
+    if constexpr (MR > 1) gemm_left_rows<MR - 1>(rows, ap, xs, kc, y, first, bias, a, j0, j1);
   }
 
-  static void gemm_left(const GemmLeftArgs& a, size_t pb, size_t pe, size_t cb, size_t ce) {
+  // xs: scratch of kLeftKc * kNC floats (gemm_left_scratch_floats).
+  static void gemm_left(const GemmLeftArgs& a, size_t pb, size_t pe, size_t cb, size_t ce, float* xs) {
     if (pb >= pe || cb >= ce || a.k == 0) return;
-    const size_t kc_max = 4096 / kMR < 256 ? 4096 / kMR : 256, chunks = (a.k + kc_max - 1) / kc_max;
-    const size_t kc_even = (a.k + chunks - 1) / chunks;
+    const size_t chunks = (a.k + kLeftKc - 1) / kLeftKc, kc_even = (a.k + chunks - 1) / chunks;
     const float* bias_all = a.wp + (a.m + kMR - 1) / kMR * kMR * a.k;
     for (size_t k0 = 0; k0 < a.k; k0 += kc_even) {
       const size_t kc = a.k - k0 < kc_even ? a.k - k0 : kc_even;
       const bool first = k0 == 0, last = k0 + kc == a.k;
       for (size_t j0 = cb; j0 < ce; j0 += kNC) {
         const size_t j1 = ce - j0 < kNC ? ce : j0 + kNC;
+        pack_x(a.x + k0 * a.ldx, a.ldx, kc, j0, j1, xs);
         for (size_t p = pb; p < pe; ++p) {
           const size_t r0 = p * kMR;
           const int rows = a.m - r0 < size_t(kMR) ? int(a.m - r0) : kMR;
-          gemm_left_rows<kMR>(rows, a.wp + p * kMR * a.k + k0 * kMR, a.x + k0 * a.ldx, kc, a.y + r0 * a.ldy, first,
+          gemm_left_rows<kMR>(rows, a.wp + p * kMR * a.k + k0 * kMR, xs, kc, a.y + r0 * a.ldy, first,
                               last ? bias_all + r0 : nullptr, a, j0, j1);
         }
       }
@@ -868,5 +887,6 @@ struct Impl {
                          &dense_impl::Impl<V>::gemm, &dense_impl::Impl<V>::dwconv,                 \
                          &dense_impl::Impl<V>::attention, &dense_impl::Impl<V>::layernorm,                 \
                          size_t(dense_impl::Impl<V>::kNP), size_t(dense_impl::Impl<V>::kMR),               \
+                         dense_impl::Impl<V>::kLeftKc * dense_impl::Impl<V>::kNC,                          \
                          &dense_impl::Impl<V>::gemm_packed, &dense_impl::Impl<V>::gemm_left};              \
   }
