@@ -449,7 +449,7 @@ struct Impl {
     if constexpr (MR > 1) gemm_left_rows<MR - 1>(rows, ap, xs, kc, y, first, bias, a, j0, j1);
   }
 
-  // xs: scratch of kLeftKc * kNC floats (gemm_left_scratch_floats).
+  // xs: a scratch of kLeftKc * kNC floats (DenseOps::gemm_left_scratch).
   static void gemm_left(const GemmLeftArgs& a, size_t pb, size_t pe, size_t cb, size_t ce, float* xs) {
     if (pb >= pe || cb >= ce || a.k == 0) return;
     const size_t chunks = (a.k + kLeftKc - 1) / kLeftKc, kc_even = (a.k + chunks - 1) / chunks;
