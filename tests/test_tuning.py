@@ -280,7 +280,7 @@ def _weight_files(tmp_path: Path) -> list[Path]:
     return [f for f in files if json.loads(f.read_text())["key"]["kind"] == "weight"]
 
 
-@pytest.mark.parametrize("damage", [None, "garbage", "fields"])
+@pytest.mark.parametrize("damage", [None, "garbage", "fields", "types"])
 def test_weight_analysis_is_cached(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, damage: str | None
 ) -> None:
@@ -297,6 +297,8 @@ def test_weight_analysis_is_cached(
         entry.write_text("{not json")
     elif damage == "fields":
         entry.write_text(json.dumps({**good, "shape": [1, 2]}))
+    elif damage == "types":
+        entry.write_text(json.dumps({**good, "nm24": "false", "sparsity": "0.9"}))
     else:
         monkeypatch.setattr(tuning, "analyze", _fail("analysed on a warm load"))
     second = _load(linear_model(w), tmp_path)

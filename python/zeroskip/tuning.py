@@ -459,13 +459,16 @@ class Tuner:
                 stats = WeightStats(
                     (int(entry["shape"][0]), int(entry["shape"][1])),
                     float(entry["sparsity"]),
-                    bool(entry["nm24"]),
+                    entry["nm24"],
                     fill,
                 )
                 if (
                     stats.shape == w.shape
+                    and isinstance(stats.nm24, bool)
+                    and isinstance(entry["sparsity"], (int, float))
                     and 0.0 <= stats.sparsity <= 1.0
                     and set(fill) >= {_bname(b) for b in BLOCKS}
+                    and all(0.0 <= v <= 1.0 for v in fill.values())
                 ):
                     return stats
             except (KeyError, TypeError, ValueError, IndexError):
