@@ -282,23 +282,41 @@ struct Impl {
   // Rows of x per block: a block's k chunk stays in L1/L2 while every panel passes over it.
   static constexpr size_t kMC = 8 * kMR;
 
+  // An MR x 2W accumulator tile of y (row stride ldy) holding `cols` <= 2W valid columns: zeros on
+  // the first k chunk, else the partial sums y holds; and back. Both GEMMs' tiles use these.
+  template <int MR>
+  static void tile_load(R (&acc)[MR][2], const float* y, size_t ldy, int cols, bool first) {
+    const int c0 = cols < W ? cols : W, c1 = cols - W;  // columns in each vector (c1 <= 0: none)
+    for (int r = 0; r < MR; ++r) {
+      if (first) {
+        acc[r][0] = acc[r][1] = V::zero();
+      } else {
+        acc[r][0] = c0 == W ? V::load(y + r * ldy) : V::load_part(y + r * ldy, c0);
+        const float* y1 = y + r * ldy + W;
+        acc[r][1] = c1 == W ? V::load(y1) : c1 > 0 ? V::load_part(y1, c1) : V::zero();
+      }
+    }
+  }
+
+  template <int MR>
+  static void tile_store(const R (&acc)[MR][2], float* y, size_t ldy, int cols) {
+    const int c0 = cols < W ? cols : W, c1 = cols - W;
+    for (int r = 0; r < MR; ++r) {
+      if (c0 == W) V::store(y + r * ldy, acc[r][0]); else V::store_part(y + r * ldy, acc[r][0], c0);
+      if (c1 == W) {
+        V::store(y + r * ldy + W, acc[r][1]);
+      } else if (c1 > 0) {
+        V::store_part(y + r * ldy + W, acc[r][1], c1);
+      }
+    }
+  }
+
   // `bias` (the panel's, padded) is given with the last k chunk only: the epilogue's cue.
   template <int MR>
   static void gemm_tile(const float* bp, const float* x, size_t ldx, size_t kc, float* y, size_t ldy, int cols,
                         bool first, const float* bias, const GemmArgs& a) {
     R acc[MR][2];
-    const int c1 = cols - W;  // columns in the second vector (<= 0: none)
-    for (int r = 0; r < MR; ++r) {
-      if (first) {
-        acc[r][0] = acc[r][1] = V::zero();
-      } else if (cols == kNP) {
-        acc[r][0] = V::load(y + r * ldy);
-        acc[r][1] = V::load(y + r * ldy + W);
-      } else {
-        acc[r][0] = cols >= W ? V::load(y + r * ldy) : V::load_part(y + r * ldy, cols);
-        acc[r][1] = c1 > 0 ? V::load_part(y + r * ldy + W, c1) : V::zero();
-      }
-    }
+    tile_load<MR>(acc, y, ldy, cols, first);
     for (size_t j = 0; j < kc; ++j) {
       const R b0 = V::load(bp + j * kNP), b1 = V::load(bp + j * kNP + W);
       for (int r = 0; r < MR; ++r) {
@@ -318,15 +336,7 @@ struct Impl {
           acc[r][h] = v;
         }
     }
-    for (int r = 0; r < MR; ++r) {
-      if (cols == kNP) {
-        V::store(y + r * ldy, acc[r][0]);
-        V::store(y + r * ldy + W, acc[r][1]);
-      } else {
-        if (cols >= W) V::store(y + r * ldy, acc[r][0]); else V::store_part(y + r * ldy, acc[r][0], cols);
-        if (c1 > 0) V::store_part(y + r * ldy + W, acc[r][1], c1);
-      }
-    }
+    tile_store<MR>(acc, y, ldy, cols);
   }
 
   template <int MR>
@@ -391,18 +401,7 @@ struct Impl {
   static void gemm_left_tile(const float* ap, const float* xs, size_t kc, float* y, size_t ldy, int cols,
                              bool first, const float* bias, const GemmLeftArgs& a) {
     R acc[MR][2];
-    const int c0 = cols < W ? cols : W, c1 = cols - W;  // columns in each vector (c1 <= 0: none)
-    for (int r = 0; r < MR; ++r) {
-      if (first) {
-        acc[r][0] = acc[r][1] = V::zero();
-      } else if (cols == kNP) {
-        acc[r][0] = V::load(y + r * ldy);
-        acc[r][1] = V::load(y + r * ldy + W);
-      } else {
-        acc[r][0] = c0 == W ? V::load(y + r * ldy) : V::load_part(y + r * ldy, c0);
-        acc[r][1] = c1 > 0 ? V::load_part(y + r * ldy + W, c1) : V::zero();
-      }
-    }
+    tile_load<MR>(acc, y, ldy, cols, first);
     for (size_t j = 0; j < kc; ++j) {
       const R b0 = V::load(xs + j * kNP), b1 = V::load(xs + j * kNP + W);
       for (int r = 0; r < MR; ++r) {
@@ -422,15 +421,7 @@ struct Impl {
         }
       }
     }
-    for (int r = 0; r < MR; ++r) {
-      if (cols == kNP) {
-        V::store(y + r * ldy, acc[r][0]);
-        V::store(y + r * ldy + W, acc[r][1]);
-      } else {
-        if (c0 == W) V::store(y + r * ldy, acc[r][0]); else V::store_part(y + r * ldy, acc[r][0], c0);
-        if (c1 > 0) V::store_part(y + r * ldy + W, acc[r][1], c1);
-      }
-    }
+    tile_store<MR>(acc, y, ldy, cols);
   }
 
   template <int MR>
