@@ -147,27 +147,30 @@ def cases(
             )
         )
     # Dense NCHW convs through the weight-left GEMM (1x1 directly, k x k through im2col), bias fused,
-    # batch 1: small-CNN, MobileNet-v2 pointwise and ResNet-18 shapes.
-    for c, co, hw, k in (
-        (3, 16, 32, 3),
-        (16, 32, 16, 3),
-        (32, 16, 112, 1),
-        (144, 24, 56, 1),
-        (576, 96, 14, 1),
-        (64, 64, 56, 3),
-        (128, 128, 28, 3),
-        (256, 256, 14, 3),
+    # Small-CNN (batch 1 and 8), MobileNet-v2 pointwise and ResNet-18 shapes.
+    for c, co, hw, k, n in (
+        (3, 16, 32, 3, 1),
+        (3, 16, 32, 3, 8),
+        (16, 32, 8, 3, 1),
+        (16, 32, 8, 3, 8),
+        (16, 16, 16, 1, 8),
+        (32, 16, 112, 1, 1),
+        (144, 24, 56, 1, 1),
+        (576, 96, 14, 1, 1),
+        (64, 64, 56, 3, 1),
+        (128, 128, 28, 3, 1),
+        (256, 256, 14, 3, 1),
     ):
         w = (rng.standard_normal((co, c, k, k)) / np.sqrt(c * k * k)).astype(np.float32)
         b = rng.standard_normal(co).astype(np.float32)
         pw = dense.pack_conv(w, b)
-        x = rng.standard_normal((1, c, hw, hw)).astype(np.float32)
-        y = np.empty((1, co, hw, hw), np.float32)
+        x = rng.standard_normal((n, c, hw, hw)).astype(np.float32)
+        y = np.empty((n, co, hw, hw), np.float32)
         wt, bt, xt = torch.from_numpy(w), torch.from_numpy(b), torch.from_numpy(x)
         p = k // 2
         out.append(
             (
-                f"conv {c}->{co} {hw}x{hw} k{k}",
+                f"conv {c}->{co} {hw}x{hw} k{k} b{n}",
                 {
                     "zeroskip": lambda pw=pw, x=x, y=y, k=k, p=p: _C.conv2d_dense(
                         pw, x, y, -np.inf, np.inf, [k, k], [1, 1], [p] * 4, [1, 1]

@@ -37,8 +37,12 @@ constexpr int64_t kBlk = 8;
 // 2.38 vs 4.38 ms; 128->128 on 28x28 (13 blocks) 1.28 ms either way.
 constexpr int64_t kConvBlock = 64;
 constexpr int64_t kConvMinBlocksPerThread = 8;
-// The dense GEMM conv's block of positions: whole register tiles of every ISA (2 to 32 columns).
+// The dense GEMM conv's block of positions: whole register tiles of every ISA (2 to 32 columns),
+// down to kMinDenseConvBlock when the blocks would be too few to share out; below
+// kMinParallelConvMacs multiply-adds a conv runs on the calling thread.
 constexpr int64_t kDenseConvBlock = 128;
+constexpr int64_t kMinDenseConvBlock = 32;
+constexpr int64_t kMinParallelConvMacs = int64_t{1} << 17;
 
 int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
@@ -116,47 +120,133 @@ void transpose_cols(const float* src, int64_t ld_s, float* dst, int64_t ld_d, in
 // Rows [rb, re) and output positions [q0, q1) of one image's im2col matrix
 // into dst (row stride ld, position q0 first); row (ci, i, j) is
 // ci kh kw + i kw + j, position q is output pixel (q / ow, q % ow).
-void im2col_part(const float* x, float* dst, int64_t ld, const Conv2dShape& s, int64_t rb, int64_t re, int64_t q0,
-                 int64_t q1) {
-  for (int64_t r = rb; r < re; ++r) {
-    const int64_t j = r % s.kw, i = (r / s.kw) % s.kh, ci = r / (s.kw * s.kh);
-    const float* plane = x + ci * s.h * s.w;
-    // Input column of output column ox: ox sw + off; inside [0, w) for ox in [lo, hi).
-    const int64_t off = j * s.dw - s.pad_l;
-    const int64_t lo = off >= 0 ? 0 : (s.sw - 1 - off) / s.sw;
-    const int64_t hi = s.w - off <= 0 ? 0 : (s.w - off + s.sw - 1) / s.sw;
-    for (int64_t q = q0; q < q1;) {
-      // One output row's share: columns [ox0, ox1) into seg[0, ox1 - ox0).
-      const int64_t oy = q / s.ow, ox0 = q - oy * s.ow, ox1 = min64(s.ow, ox0 + (q1 - q));
-      float* seg = dst + r * ld + (q - q0);
-      const int64_t iy = oy * s.sh - s.pad_t + i * s.dh;
-      const bool inside = iy >= 0 && iy < s.h;
-      // [ox0, a) and [b, ox1) read padding, [a, b) the image.
-      const int64_t a = inside ? min64(ox1, lo > ox0 ? lo : ox0) : ox1;
-      const int64_t b = inside ? min64(ox1, hi > a ? hi : a) : ox1;
-      if (a > ox0) std::memset(seg, 0, sizeof(float) * (a - ox0));
-      if (b > a) {
-        const float* src = plane + iy * s.w + a * s.sw + off;
-        float* to = seg + (a - ox0);
-        if (s.sw == 1) {
-          std::memcpy(to, src, sizeof(float) * (b - a));
-        } else {
-          for (int64_t t = 0; t < b - a; ++t) to[t] = src[t * s.sw];
-        }
-      }
-      if (ox1 > b) std::memset(seg + (b - ox0), 0, sizeof(float) * (ox1 - b));
-      q += ox1 - ox0;
-    }
-  }
-}
-
 // The calling thread's scratch buffers: kIn (x^T or the whole image's im2col),
-// kOut (y^T); on pool threads, kBlock / kYBlock (conv2d's column blocks).
-enum Slot { kIn, kOut, kBlock, kYBlock, kSlots };
+// kOut (y^T); on pool threads, kBlock / kYBlock (conv2d's column blocks);
+// kRow (one padded input row of im2col).
+enum Slot { kIn, kOut, kBlock, kYBlock, kRow, kSlots };
 
 AlignedBuffer& buffer(Slot slot) {
   thread_local AlignedBuffer b[kSlots];
   return b[slot];
+}
+
+// Short runs are copied and cleared inline, 8 floats at a time: a block's
+// rows are a few output rows of each of K im2col rows, and libc's memcpy /
+// memset per run of 8-32 floats plus 64-bit divisions per run (~40 cycles
+// each on Zen 1) made the im2col of 16->32 3x3 on 8x8 cost as much as its
+// GEMM (23 us of 43, 1 thread).
+inline void copy_run(float* to, const float* from, int64_t n) {
+  if (n < 4) {
+    for (int64_t t = 0; t < n; ++t) to[t] = from[t];
+    return;
+  }
+  // Whole groups of 4, then the last 4 again (overlapping the previous group).
+  int64_t t = 0;
+  for (; t + 8 <= n; t += 8) std::memcpy(to + t, from + t, 8 * sizeof(float));
+  if (t + 4 <= n) {
+    std::memcpy(to + t, from + t, 4 * sizeof(float));
+    t += 4;
+  }
+  if (t < n) std::memcpy(to + n - 4, from + n - 4, 4 * sizeof(float));
+}
+inline void zero_run(float* to, int64_t n) {
+  if (n < 4) {
+    for (int64_t t = 0; t < n; ++t) to[t] = 0.0f;
+    return;
+  }
+  int64_t t = 0;
+  for (; t + 8 <= n; t += 8) std::memset(to + t, 0, 8 * sizeof(float));
+  if (t + 4 <= n) {
+    std::memset(to + t, 0, 4 * sizeof(float));
+    t += 4;
+  }
+  if (t < n) std::memset(to + n - 4, 0, 4 * sizeof(float));
+}
+
+void im2col_strided(const float* x, float* dst, int64_t ld, const Conv2dShape& s, int64_t rb, int64_t re,
+                    int64_t q0, int64_t q1) {
+  if (rb >= re || q0 >= q1) return;
+  const int64_t oy0 = q0 / s.ow, ox00 = q0 - oy0 * s.ow;
+  int64_t j = rb % s.kw, i = (rb / s.kw) % s.kh, ci = rb / (s.kw * s.kh);
+  for (int64_t r = rb; r < re; ++r) {
+    const float* plane = x + ci * s.h * s.w;
+    // Input column of output column ox: ox sw + off; inside [0, w) for ox in [lo, hi).
+    const int64_t off = j * s.dw - s.pad_l;
+    int64_t lo, hi;
+    if (s.sw == 1) {
+      lo = off >= 0 ? 0 : -off;
+      hi = s.w - off <= 0 ? 0 : s.w - off;
+    } else {
+      lo = off >= 0 ? 0 : (s.sw - 1 - off) / s.sw;
+      hi = s.w - off <= 0 ? 0 : (s.w - off + s.sw - 1) / s.sw;
+    }
+    float* seg = dst + r * ld;
+    int64_t oy = oy0, ox0 = ox00, iy = oy0 * s.sh - s.pad_t + i * s.dh;
+    for (int64_t q = q0; q < q1; ++oy, ox0 = 0, iy += s.sh) {
+      // One output row's share: columns [ox0, ox1) into seg[0, ox1 - ox0).
+      const int64_t ox1 = min64(s.ow, ox0 + (q1 - q));
+      const bool inside = iy >= 0 && iy < s.h;
+      // [ox0, a) and [b, ox1) read padding, [a, b) the image.
+      const int64_t a = inside ? min64(ox1, lo > ox0 ? lo : ox0) : ox1;
+      const int64_t b = inside ? min64(ox1, hi > a ? hi : a) : ox1;
+      zero_run(seg, a - ox0);
+      if (b > a) {
+        const float* src = plane + iy * s.w + a * s.sw + off;
+        float* to = seg + (a - ox0);
+        if (s.sw == 1) {
+          copy_run(to, src, b - a);
+        } else {
+          for (int64_t t = 0; t < b - a; ++t) to[t] = src[t * s.sw];
+        }
+      }
+      zero_run(seg + (b - ox0), ox1 - b);
+      seg += ox1 - ox0;
+      q += ox1 - ox0;
+    }
+    if (++j == s.kw) {
+      j = 0;
+      if (++i == s.kh) {
+        i = 0;
+        ++ci;
+      }
+    }
+  }
+}
+
+// Stride 1 along rows: each input row an output row reads is first laid out
+// with its left and right padding in `padded` (ow + (kw - 1) dw floats), and
+// then each of its kw column taps is one straight copy from it, with no
+// bounds per tap (16->32 3x3 on 8 maps of 8x8, 1 thread: 241 us with the
+// bounds per tap, 212 us this way; 3->16 on 32x32 alike).
+void im2col_part(const float* x, float* dst, int64_t ld, const Conv2dShape& s, int64_t rb, int64_t re, int64_t q0,
+                 int64_t q1) {
+  if (s.sw != 1) return im2col_strided(x, dst, ld, s, rb, re, q0, q1);
+  if (rb >= re || q0 >= q1) return;
+  const int64_t oy0 = q0 / s.ow, ox00 = q0 - oy0 * s.ow, len = s.ow + (s.kw - 1) * s.dw;
+  float* padded = buffer(kRow).get(static_cast<size_t>(len));
+  // Columns of `padded` holding the image: [pl, pr), pl = pad_l clipped to len.
+  const int64_t pl = min64(s.pad_l, len), pr = min64(len, s.pad_l + s.w);
+  int64_t j0 = rb % s.kw, r = rb;
+  for (int64_t g = rb / s.kw; r < re; ++g, j0 = 0) {
+    // Rows [r, r_end) share channel ci and kernel row i; their taps are j0, j0 + 1, ...
+    const int64_t r_end = min64(re, r + s.kw - j0), i = g % s.kh, ci = g / s.kh;
+    const float* plane = x + ci * s.h * s.w;
+    int64_t ox0 = ox00, iy = oy0 * s.sh - s.pad_t + i * s.dh;
+    for (int64_t q = q0; q < q1; ox0 = 0, iy += s.sh) {
+      const int64_t n = min64(s.ow - ox0, q1 - q);
+      float* seg = dst + (q - q0);
+      if (iy < 0 || iy >= s.h) {
+        for (int64_t rr = r; rr < r_end; ++rr) zero_run(seg + rr * ld, n);
+      } else {
+        zero_run(padded, pl);
+        if (pr > pl) copy_run(padded + pl, plane + iy * s.w + (pl - s.pad_l), pr - pl);
+        zero_run(padded + (pr > pl ? pr : pl), len - (pr > pl ? pr : pl));
+        for (int64_t rr = r, j = j0; rr < r_end; ++rr, ++j) copy_run(seg + rr * ld, padded + ox0 + j * s.dw, n);
+      }
+      q += n;
+    }
+    r = r_end;
+  }
 }
 
 // Batch rows up to which Linear runs the batch-1 kernel once per row (row j of
@@ -314,24 +404,37 @@ void spmm_linear(const KernelInfo& k, const NmF32& a, const float* x, float* y, 
 void conv2d_dense_f32(const PackedGemmLeft& w, const float* x, float* y, const Conv2dShape& s, float lo,
                       float hi) {
   if (s.b <= 0 || w.m() == 0 || s.oh <= 0 || s.ow <= 0) return;
-  const int64_t in_size = s.c * s.h * s.w, ohw = s.oh * s.ow, out_size = static_cast<int64_t>(w.m()) * ohw;
+  const int64_t in_size = s.c * s.h * s.w, ohw = s.oh * s.ow, m = static_cast<int64_t>(w.m()), out_size = m * ohw;
   const bool direct = s.kh == 1 && s.kw == 1 && s.sh == 1 && s.sw == 1 && s.pad_t == 0 && s.pad_l == 0 &&
                       s.pad_b == 0 && s.pad_r == 0;
-  const int64_t kk = static_cast<int64_t>(w.k());
-  const int64_t blocks = (ohw + kDenseConvBlock - 1) / kDenseConvBlock, units = s.b * blocks;
-  if (!direct && units >= kConvMinBlocksPerThread * num_threads()) {
-    // Blocks of positions shared out: each thread im2cols a block into a cache-resident buffer and
-    // runs every output channel over it (one parallel region, no whole-image im2col).
-    parallel_units(units, 1, units * kDenseConvBlock * kk, [&](int64_t ub, int64_t ue) {
-      float* col = buffer(kBlock).get(static_cast<size_t>(kk * kDenseConvBlock));
+  const int64_t kk = static_cast<int64_t>(w.k()), threads = num_threads();
+  // Blocks of positions of every image shared out in one parallel region: each thread im2cols a
+  // block into a cache-resident buffer (a 1x1 conv reads x in place) and runs every output channel
+  // over it. Blocks shrink until each thread has a few, so a batch of small maps is one region
+  // rather than an im2col and a GEMM region per image (16->32 3x3 on 8 maps of 8x8, 2 threads:
+  // 368 us that way).
+  int64_t nb = kDenseConvBlock;
+  while (nb > kMinDenseConvBlock && s.b * ((ohw + nb - 1) / nb) < kConvMinBlocksPerThread * threads) nb /= 2;
+  const int64_t blocks = (ohw + nb - 1) / nb, units = s.b * blocks;
+  if (units >= kConvMinBlocksPerThread * threads || (units >= threads && units % threads == 0)) {
+    const int64_t macs = s.b * ohw * kk * m;
+    parallel_units(units, 1, macs < kMinParallelConvMacs ? 0 : units * nb * kk, [&](int64_t ub, int64_t ue) {
+      float* col = direct ? nullptr : buffer(kBlock).get(static_cast<size_t>(kk * nb));
       for (int64_t u = ub; u < ue; ++u) {
-        const int64_t img = u / blocks, q0 = u % blocks * kDenseConvBlock, n = min64(kDenseConvBlock, ohw - q0);
-        im2col_part(x + img * in_size, col, n, s, 0, kk, q0, q0 + n);
-        gemm_left_f32(w, col, size_t(n), y + img * out_size + q0, size_t(ohw), size_t(n), lo, hi, true);
+        const int64_t img = u / blocks, q0 = u % blocks * nb, n = min64(nb, ohw - q0);
+        float* yo = y + img * out_size + q0;
+        if (direct) {
+          gemm_left_f32(w, x + img * in_size + q0, size_t(ohw), yo, size_t(ohw), size_t(n), lo, hi, true);
+        } else {
+          im2col_part(x + img * in_size, col, n, s, 0, kk, q0, q0 + n);
+          gemm_left_f32(w, col, size_t(n), yo, size_t(ohw), size_t(n), lo, hi, true);
+        }
       }
     });
     return;
   }
+  // Too few blocks to share out evenly: the whole im2col of each image, then the GEMM's own split
+  // (by channel panels; 7 blocks on 2 threads would leave one idle an eighth of the time).
   float* col = direct ? nullptr : buffer(kIn).get(static_cast<size_t>(kk * ohw));
   for (int64_t img = 0; img < s.b; ++img) {
     const float* xi = x + img * in_size;
