@@ -241,7 +241,8 @@ void im2col_part(const float* x, float* dst, int64_t ld, const Conv2dShape& s, i
         zero_run(padded, pl);
         if (pr > pl) copy_run(padded + pl, plane + iy * s.w + (pl - s.pad_l), pr - pl);
         zero_run(padded + (pr > pl ? pr : pl), len - (pr > pl ? pr : pl));
-        for (int64_t rr = r, j = j0; rr < r_end; ++rr, ++j) copy_run(seg + rr * ld, padded + ox0 + j * s.dw, n);
+        for (int64_t rr = r, j = j0; rr < r_end; ++rr, ++j)
+          copy_run(seg + rr * ld, padded + ox0 + j * s.dw, n);
       }
       q += n;
     }
