@@ -58,32 +58,46 @@ Plan make_plan(const Pool2dShape& s) {
   return p;
 }
 
-// One plane, an output row at a time: for each tap inside, one pass along
-// the row (a tight loop the compiler can unroll; per-output window bounds
-// and branches cost ~25 cycles an output instead).
 template <PoolKind K>
-void plane(const float* x, float* y, const Pool2dShape& s, const Plan& p) {
+inline float combine(float m, float v) {
+  // Max: NaN wins, `v > m || v != v` keeps the first NaN (max semantics of torch and ONNX).
+  if (K == PoolKind::kMax) return (v > m || v != v) ? v : m;
+  return m + v;
+}
+
+// One plane, an output row at a time, in two passes: the window's rows inside
+// the image are combined element-wise into one row (contiguous, vectorised),
+// then each column tap is one pass along that row. Combining every tap into
+// the output row in place took ~1 ns a tap (MaxPool 2x2 on 16x32x32: 17 us).
+template <PoolKind K>
+void plane(const float* x, float* y, const Pool2dShape& s, const Plan& p, float* acc) {
   const float full = static_cast<float>(s.kh * s.kw);
   for (int64_t oy = 0; oy < s.oh; ++oy) {
     const int64_t y0 = oy * s.sh - s.pad_t;
     const Taps r = p.rows[oy];
     float* yr = y + oy * s.ow;
-    for (int64_t ox = 0; ox < s.ow; ++ox) yr[ox] = K == PoolKind::kMax ? -INFINITY : 0.0f;
-    for (int64_t i = r.lo; i < r.hi; ++i) {
+    if (r.hi <= r.lo) {
+      // No row of the window inside: max -inf, average NaN (no taps) or 0 (all padding).
+      const float none = K == PoolKind::kMax ? -INFINITY : K == PoolKind::kAvg ? NAN : 0.0f;
+      for (int64_t ox = 0; ox < s.ow; ++ox) yr[ox] = none;
+      continue;
+    }
+    const float* first = x + (y0 + r.lo * s.dh) * s.w;
+    for (int64_t t = 0; t < s.w; ++t) acc[t] = first[t];
+    for (int64_t i = r.lo + 1; i < r.hi; ++i) {
       const float* row = x + (y0 + i * s.dh) * s.w;
+      for (int64_t t = 0; t < s.w; ++t) acc[t] = combine<K>(acc[t], row[t]);
+    }
+    if (s.kw == 2 && s.sw == 2 && s.dw == 1 && s.pad_l == 0 && p.by_tap[1].hi == s.ow) {
+      // 2x2 / stride 2 (most pooling layers): both taps of every output inside, one pass.
+      for (int64_t ox = 0; ox < s.ow; ++ox) yr[ox] = combine<K>(acc[2 * ox], acc[2 * ox + 1]);
+    } else {
+      for (int64_t ox = 0; ox < s.ow; ++ox) yr[ox] = K == PoolKind::kMax ? -INFINITY : 0.0f;
       for (int64_t j = 0; j < s.kw; ++j) {
         const Taps c = p.by_tap[j];
-        const float* src = row + j * s.dw - s.pad_l;
+        const float* src = acc + j * s.dw - s.pad_l;
         const int64_t sw = s.sw;
-        if (K == PoolKind::kMax) {
-          // NaN wins: `v > m || v != v` keeps the first NaN (max semantics of torch and ONNX).
-          for (int64_t ox = c.lo; ox < c.hi; ++ox) {
-            const float v = src[ox * sw], m = yr[ox];
-            yr[ox] = (v > m || v != v) ? v : m;
-          }
-        } else {
-          for (int64_t ox = c.lo; ox < c.hi; ++ox) yr[ox] += src[ox * sw];
-        }
+        for (int64_t ox = c.lo; ox < c.hi; ++ox) yr[ox] = combine<K>(yr[ox], src[ox * sw]);
       }
     }
     if (K != PoolKind::kMax) {
@@ -126,16 +140,18 @@ void whole_plane(const float* x, float* y, int64_t n, PoolKind kind) {
 }
 
 void run_plane(const float* x, float* y, const Pool2dShape& s, PoolKind kind, const Plan& p) {
+  thread_local std::vector<float> acc;
+  if (acc.size() < static_cast<size_t>(s.w)) acc.resize(static_cast<size_t>(s.w));
   if (s.kh == s.h && s.kw == s.w && s.oh == 1 && s.ow == 1 && s.pad_t == 0 && s.pad_l == 0 && s.pad_b == 0 &&
       s.pad_r == 0)
     return whole_plane(x, y, s.h * s.w, kind);
   switch (kind) {
     case PoolKind::kMax:
-      return plane<PoolKind::kMax>(x, y, s, p);
+      return plane<PoolKind::kMax>(x, y, s, p, acc.data());
     case PoolKind::kAvg:
-      return plane<PoolKind::kAvg>(x, y, s, p);
+      return plane<PoolKind::kAvg>(x, y, s, p, acc.data());
     case PoolKind::kAvgIncludePad:
-      return plane<PoolKind::kAvgIncludePad>(x, y, s, p);
+      return plane<PoolKind::kAvgIncludePad>(x, y, s, p, acc.data());
   }
 }
 

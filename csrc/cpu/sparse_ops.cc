@@ -37,11 +37,9 @@ constexpr int64_t kBlk = 8;
 // 2.38 vs 4.38 ms; 128->128 on 28x28 (13 blocks) 1.28 ms either way.
 constexpr int64_t kConvBlock = 64;
 constexpr int64_t kConvMinBlocksPerThread = 8;
-// The dense GEMM conv's block of positions: whole register tiles of every ISA (2 to 32 columns),
-// down to kMinDenseConvBlock when the blocks would be too few to share out; below
-// kMinParallelConvMacs multiply-adds a conv runs on the calling thread.
+// The dense GEMM conv's block of positions: whole register tiles of every ISA (2 to 32 columns).
+// Below kMinParallelConvMacs multiply-adds a conv runs on the calling thread.
 constexpr int64_t kDenseConvBlock = 128;
-constexpr int64_t kMinDenseConvBlock = 32;
 constexpr int64_t kMinParallelConvMacs = int64_t{1} << 17;
 
 int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
@@ -213,17 +211,31 @@ void im2col_strided(const float* x, float* dst, int64_t ld, const Conv2dShape& s
   }
 }
 
-// Stride 1 along rows: each input row an output row reads is first laid out
-// with its left and right padding in `padded` (ow + (kw - 1) dw floats), and
-// then each of its kw column taps is one straight copy from it, with no
-// bounds per tap (16->32 3x3 on 8 maps of 8x8, 1 thread: 241 us with the
-// bounds per tap, 212 us this way; 3->16 on 32x32 alike).
+// Even elements from[0], from[2], ... into to[0, n); reads from[0, 2n).
+inline void copy_even(float* to, const float* from, int64_t n) {
+  int64_t t = 0;
+#if defined(__SSE2__)
+  for (; t + 4 <= n; t += 4) {
+    const __m128 a = _mm_loadu_ps(from + 2 * t), b = _mm_loadu_ps(from + 2 * t + 4);
+    _mm_storeu_ps(to + t, _mm_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0)));
+  }
+#endif
+  for (; t < n; ++t) to[t] = from[2 * t];
+}
+
+// Row strides 1 and 2: each input row an output row reads is first laid out
+// with its left and right padding in `padded`, and then each of its kw
+// column taps is one straight (or even-element) copy from it, with no bounds
+// per tap (16->32 3x3 on 8 maps of 8x8, 1 thread: 241 us with the bounds per
+// tap, 212 us this way; 3->32 3x3 stride 2 on 224x224: 1160 and 1030 us).
 void im2col_part(const float* x, float* dst, int64_t ld, const Conv2dShape& s, int64_t rb, int64_t re, int64_t q0,
                  int64_t q1) {
-  if (s.sw != 1) return im2col_strided(x, dst, ld, s, rb, re, q0, q1);
+  if (s.sw != 1 && s.sw != 2) return im2col_strided(x, dst, ld, s, rb, re, q0, q1);
   if (rb >= re || q0 >= q1) return;
-  const int64_t oy0 = q0 / s.ow, ox00 = q0 - oy0 * s.ow, len = s.ow + (s.kw - 1) * s.dw;
-  float* padded = buffer(kRow).get(static_cast<size_t>(len));
+  const int64_t oy0 = q0 / s.ow, ox00 = q0 - oy0 * s.ow, len = (s.ow - 1) * s.sw + (s.kw - 1) * s.dw + 1;
+  // One float past the end: copy_even reads it (zero, never used).
+  float* padded = buffer(kRow).get(static_cast<size_t>(len + 1));
+  padded[len] = 0.0f;
   // Columns of `padded` holding the image: [pl, pr), pl = pad_l clipped to len.
   const int64_t pl = min64(s.pad_l, len), pr = min64(len, s.pad_l + s.w);
   int64_t j0 = rb % s.kw, r = rb;
@@ -241,8 +253,14 @@ void im2col_part(const float* x, float* dst, int64_t ld, const Conv2dShape& s, i
         zero_run(padded, pl);
         if (pr > pl) copy_run(padded + pl, plane + iy * s.w + (pl - s.pad_l), pr - pl);
         zero_run(padded + (pr > pl ? pr : pl), len - (pr > pl ? pr : pl));
-        for (int64_t rr = r, j = j0; rr < r_end; ++rr, ++j)
-          copy_run(seg + rr * ld, padded + ox0 + j * s.dw, n);
+        for (int64_t rr = r, j = j0; rr < r_end; ++rr, ++j) {
+          const float* from = padded + ox0 * s.sw + j * s.dw;
+          if (s.sw == 1) {
+            copy_run(seg + rr * ld, from, n);
+          } else {
+            copy_even(seg + rr * ld, from, n);
+          }
+        }
       }
       q += n;
     }
@@ -411,13 +429,12 @@ void conv2d_dense_f32(const PackedGemmLeft& w, const float* x, float* y, const C
   const int64_t kk = static_cast<int64_t>(w.k()), threads = num_threads();
   // Blocks of positions of every image shared out in one parallel region: each thread im2cols a
   // block into a cache-resident buffer (a 1x1 conv reads x in place) and runs every output channel
-  // over it. Blocks shrink until each thread has a few, so a batch of small maps is one region
-  // rather than an im2col and a GEMM region per image (16->32 3x3 on 8 maps of 8x8, 2 threads:
-  // 368 us that way).
-  int64_t nb = kDenseConvBlock;
-  while (nb > kMinDenseConvBlock && s.b * ((ohw + nb - 1) / nb) < kConvMinBlocksPerThread * threads) nb /= 2;
-  const int64_t blocks = (ohw + nb - 1) / nb, units = s.b * blocks;
-  if (units >= kConvMinBlocksPerThread * threads || (units >= threads && units % threads == 0)) {
+  // over it. Taken when the blocks are many, or when every thread gets whole images, so a batch of
+  // small maps is one region rather than an im2col and a GEMM region per image (16->32 3x3 on 8
+  // maps of 8x8, 2 threads: 368 us that way). Otherwise (one small map) whole images, the GEMM
+  // split by channel panels: blocks of a 7x7 map would leave ragged column tiles on each thread.
+  const int64_t nb = kDenseConvBlock, blocks = (ohw + nb - 1) / nb, units = s.b * blocks;
+  if (units >= kConvMinBlocksPerThread * threads || (s.b >= threads && s.b % threads == 0)) {
     const int64_t macs = s.b * ohw * kk * m;
     parallel_units(units, 1, macs < kMinParallelConvMacs ? 0 : units * nb * kk, [&](int64_t ub, int64_t ue) {
       float* col = direct ? nullptr : buffer(kBlock).get(static_cast<size_t>(kk * nb));
@@ -434,8 +451,6 @@ void conv2d_dense_f32(const PackedGemmLeft& w, const float* x, float* y, const C
     });
     return;
   }
-  // Too few blocks to share out evenly: the whole im2col of each image, then the GEMM's own split
-  // (by channel panels; 7 blocks on 2 threads would leave one idle an eighth of the time).
   float* col = direct ? nullptr : buffer(kIn).get(static_cast<size_t>(kk * ohw));
   for (int64_t img = 0; img < s.b; ++img) {
     const float* xi = x + img * in_size;
