@@ -739,6 +739,67 @@ def test_conv_activation_fusion(rng, act, opset, shape, group, pads, stride):
         np.testing.assert_allclose(s.run({"x": x})["y"], want, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("act", ["", "Relu", "Clip"])
+@pytest.mark.parametrize(
+    ("residual", "bias", "swap"), [("r", True, False), ("x", False, True), ("r", False, True)]
+)
+def test_conv_residual_fusion(rng, act, residual, bias, swap):
+    """Conv -> Add(r) [-> Relu / Clip] is one zeroskip::Conv step (r a graph input or the conv's own
+    input, either side of the Add, with and without a bias); its results match the reference on the
+    traced run and the compiled plan, whatever kernel the tuner kept."""
+    inits = [numpy_helper.from_array((rng.standard_normal((8, 8, 3, 3)) / 8).astype(np.float32), "w")]
+    if bias:
+        inits.append(numpy_helper.from_array(rng.standard_normal(8).astype(np.float32), "b"))
+    nodes = [helper.make_node("Conv", ["x", "w", "b"] if bias else ["x", "w"], ["c"], pads=[1] * 4)]
+    nodes.append(helper.make_node("Add", [residual, "c"] if swap else ["c", residual], ["s" if act else "y"]))
+    if act == "Relu":
+        nodes.append(helper.make_node("Relu", ["s"], ["y"]))
+    elif act == "Clip":
+        inits += [
+            numpy_helper.from_array(np.float32(-0.5), "lo"),
+            numpy_helper.from_array(np.float32(0.5), "hi"),
+        ]
+        nodes.append(helper.make_node("Clip", ["s", "lo", "hi"], ["y"]))
+    inputs = [vi("x", ["n", 8, 10, 10])] + ([vi("r", ["n", 8, 10, 10])] if residual == "r" else [])
+    model = make(nodes, inputs, [vi("y", ["n", 8, 10, 10])], inits)
+    s = zeroskip.load(model)
+    assert [n.op_type for n in s.graph.nodes] == ["Conv"]
+    assert s.graph.nodes[0].fused_from == ["Conv", "Add"] + ([act] if act else [])
+    for n in (1, 2):
+        feeds = {"x": rng.standard_normal((n, 8, 10, 10)).astype(np.float32)}
+        if residual == "r":
+            feeds["r"] = rng.standard_normal((n, 8, 10, 10)).astype(np.float32)
+        (want,) = reference(model, feeds)
+        for _ in range(3):
+            np.testing.assert_allclose(s.run(feeds)["y"], want, rtol=1e-4, atol=1e-4)
+
+
+def test_conv_residual_not_fused_where_it_would_change_results(rng):
+    """An Add that broadcasts, or a conv output read elsewhere too, stays a separate step."""
+    w = numpy_helper.from_array(rng.standard_normal((8, 8, 1, 1)).astype(np.float32), "w")
+    r = numpy_helper.from_array(rng.standard_normal((1, 8, 1, 1)).astype(np.float32), "r")
+    x = rng.standard_normal((2, 8, 4, 4)).astype(np.float32)
+    conv = helper.make_node("Conv", ["x", "w"], ["c"])
+    broadcast = make(
+        [conv, helper.make_node("Add", ["c", "r"], ["y"])],
+        [vi("x", [2, 8, 4, 4])],
+        [vi("y", [2, 8, 4, 4])],
+        [w, r],
+    )
+    shared = make(
+        [conv, helper.make_node("Add", ["c", "x"], ["y"])],
+        [vi("x", [2, 8, 4, 4])],
+        [vi("y", [2, 8, 4, 4]), vi("c", [2, 8, 4, 4])],
+        [w],
+    )
+    for model in (broadcast, shared):
+        s = zeroskip.load(model)
+        assert [n.op_type for n in s.graph.nodes] == ["Conv", "Add"]
+        got = s.run({"x": x})
+        for name, want in zip([o.name for o in model.graph.output], reference(model, {"x": x})):
+            np.testing.assert_allclose(got[name], want, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("activation", ["", "relu", "clip"])
 def test_onednn_conv_path_matches_torch(rng, activation):
     from zeroskip.ops import nn

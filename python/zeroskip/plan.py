@@ -442,7 +442,8 @@ def _prepared(st: Step, sig: _Signature, prog: Program, known: Mapping[int, torc
     except Exception:  # the generic function already ran on this signature
         return None
     if isinstance(spec, Offer):
-        return prog.tuner.choose(st.node, spec)
+        fn = prog.tuner.choose(st.node, spec)
+        return spec.finish(fn) if fn is not None and spec.finish is not None else fn
     return spec
 
 

@@ -11,6 +11,9 @@
   kernel pass per head, the scores never written out.
 - A Linear whose output only a `zeroskip::Gelu` reads takes the GELU as its activation ("gelu" or
   "gelu_tanh"): the sparse kernels apply it to each output block while it is in cache.
+- Conv -> Relu / Clip becomes `zeroskip::Conv` with the activation as an attribute; Conv -> Add(r)
+  [-> Relu / Clip], r of the conv output's shape (a residual connection), becomes `zeroskip::Conv` with
+  r as a fourth input: the conv writes, r is added in its output buffer, the activation follows.
 - A residual Add feeding only a LayerNormalization (float32, over the last axis, one output) becomes
   `zeroskip::AddLayerNorm`: the sum is normalised while it is still in cache.
 
@@ -97,6 +100,7 @@ def fuse(g: Graph) -> dict[str, int]:
     counts["gelu"] = _fuse_gelu(g)
     counts["linear"] = _fuse_linear(g)
     counts["scale_folded"] = _fold_score_scale(g)
+    counts["conv_residual"] = _fuse_conv_residual(g)
     counts["conv_act"] = _fuse_conv_activation(g)
     counts["attention"] = _fuse_attention(g)
     counts["add_layernorm"] = _fuse_add_layernorm(g)
@@ -240,6 +244,26 @@ def _scores_chain(idx: _Index, x: Value | None) -> tuple[Node, Node | None, Node
     return mm, scale_node, add, mask
 
 
+def _activation_attrs(act: Node | None) -> dict[str, object] | None:
+    """zeroskip::Conv's attributes for a Relu, or a Clip with constant float bounds, read after it."""
+    if act is None or act.domain != "":
+        return None
+    if act.op_type == "Relu":
+        return {"activation": "relu"}
+    if act.op_type != "Clip":
+        return None
+    if len(act.inputs) > 1:  # opset 11+: optional constant inputs
+        given = [*act.inputs[1:3], None][:2]
+        if any(v is not None and _scalar(v) is None for v in given):
+            return None  # a bound that is not a constant float scalar
+        bounds = [None if v is None else _scalar(v) for v in given]
+    else:
+        bounds = [act.attrs.get("min"), act.attrs.get("max")]
+    lo = -math.inf if bounds[0] is None else bounds[0]
+    hi = math.inf if bounds[1] is None else bounds[1]
+    return {"activation": "clip", "clip_min": float(lo), "clip_max": float(hi)}
+
+
 def _fuse_conv_activation(g: Graph) -> int:
     """Conv -> Relu / Clip(constant bounds) becomes zeroskip::Conv with the activation as an attribute."""
     fused = 0
@@ -248,27 +272,54 @@ def _fuse_conv_activation(g: Graph) -> int:
             continue
         idx = _Index(g)
         act = idx.only_use(conv.outputs[0])
-        if act is None or act.domain != "":
+        extra = _activation_attrs(act)
+        if act is None or extra is None:
             continue
-        attrs = dict(conv.attrs)
-        if act.op_type == "Relu":
-            attrs["activation"] = "relu"
-        elif act.op_type == "Clip":
-            if len(act.inputs) > 1:  # opset 11+: optional constant inputs
-                given = [*act.inputs[1:3], None][:2]
-                if any(v is not None and _scalar(v) is None for v in given):
-                    continue  # a bound that is not a constant float scalar
-                bounds = [None if v is None else _scalar(v) for v in given]
-            else:
-                bounds = [act.attrs.get("min"), act.attrs.get("max")]
-            lo = -math.inf if bounds[0] is None else bounds[0]
-            hi = math.inf if bounds[1] is None else bounds[1]
-            attrs.update(activation="clip", clip_min=float(lo), clip_max=float(hi))
-        else:
-            continue
-        new = Node(conv.name, "Conv", DOMAIN, list(conv.inputs), [act.outputs[0]], attrs)
+        new = Node(conv.name, "Conv", DOMAIN, list(conv.inputs), [act.outputs[0]], {**conv.attrs, **extra})
         new.fused_from = ["Conv", act.op_type]
         _replace(g, [conv, act], new)
+        fused += 1
+    return fused
+
+
+_FLOAT = 1  # ONNX element type float32
+
+
+def _fuse_conv_residual(g: Graph) -> int:
+    """Conv -> Add(r) [-> Relu / Clip], with r of the conv output's own (fully known) shape, becomes
+    zeroskip::Conv(X, W, B, r) with residual=1: the sum is formed in the conv's output buffer and the
+    activation applied to it there, one step instead of two or three."""
+    fused = 0
+    for conv in list(g.nodes):
+        if conv.op_type != "Conv" or conv.domain != "" or len(conv.outputs) != 1 or len(conv.inputs) < 2:
+            continue
+        y, idx = conv.outputs[0], _Index(g)
+        add = idx.only_use(y)
+        if add is None or add.op_type != "Add" or add.domain != "" or len(add.inputs) != 2:
+            continue
+        r = _other(add, y)
+        shape = y.shape
+        if (
+            r is None
+            or r is y
+            or shape is None
+            or len(shape) != 4
+            or any(not isinstance(d, (int, str)) for d in shape)
+            or r.shape != shape
+            or y.dtype != _FLOAT
+            or r.dtype != _FLOAT
+        ):
+            continue
+        act = idx.only_use(add.outputs[0])
+        extra = _activation_attrs(act)
+        dead = [conv, add] if extra is None else [conv, add, act]
+        b = conv.inputs[2] if len(conv.inputs) > 2 else None
+        attrs = {**conv.attrs, **(extra or {}), "residual": 1}
+        new = Node(
+            conv.name, "Conv", DOMAIN, [conv.inputs[0], conv.inputs[1], b, r], [dead[-1].outputs[0]], attrs
+        )
+        new.fused_from = [n.op_type for n in dead]
+        _replace(g, dead, new)
         fused += 1
     return fused
 

@@ -32,3 +32,6 @@ class Offer:
     weight: np.ndarray | None = None
     # bind_sparse(packed weight, kernel name) -> runner, for formats of `weight`.
     bind_sparse: Callable[[Any, str], Callable[..., Any]] | None = None
+    # finish(runner) -> the step's runner: what the op does after the candidates' common part (a
+    # fused residual Add and activation), applied to the chosen runner. None: the runner itself.
+    finish: Callable[[Callable[..., Any]], Callable[..., Any]] | None = None

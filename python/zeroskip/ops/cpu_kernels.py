@@ -347,6 +347,40 @@ def _with_out(run: Any, run_out: Any, out_shape: tuple[int, ...]) -> Any:
     return run
 
 
+def add_residual(inner: Any, activation: str, lo: float, hi: float) -> Any:
+    """A conv runner (`inner(x)`) finished as zeroskip::Conv with residual=1 does: y += r, then Relu
+    (`activation="relu"`) or clamp to [lo, hi] ("clip") or neither, in y's buffer. The step passes
+    (x, w, b, r); with `inner.run_out`, the result also writes into a given buffer."""
+    relu, clip = activation == "relu", activation == "clip"
+
+    def finish(y: torch.Tensor, r: torch.Tensor) -> None:
+        y.add_(r)
+        if relu:
+            y.relu_()
+        elif clip:
+            y.clamp_(lo, hi)
+
+    def run(x: torch.Tensor, _w: Any = None, _b: Any = None, r: Any = None, *_: Any) -> torch.Tensor:
+        y = inner(x)
+        finish(y, r)
+        return y
+
+    inner_out = getattr(inner, "run_out", None)
+    if inner_out is None:
+        return run
+
+    def run_out(
+        out: torch.Tensor, x: torch.Tensor, _w: Any = None, _b: Any = None, r: Any = None, *_: Any
+    ) -> None:
+        if out.data_ptr() == r.data_ptr():  # the conv would overwrite r before reading it
+            out.copy_(run(x, _w, _b, r))
+            return
+        inner_out(out, x)
+        finish(out, r)
+
+    return _with_out(run, run_out, inner.out_shape)
+
+
 def _bounds(clamp: tuple[float, float] | None) -> tuple[float, float]:
     return (-math.inf, math.inf) if clamp is None else (float(clamp[0]), float(clamp[1]))
 

@@ -91,14 +91,21 @@ def Conv(
     X: torch.Tensor,
     W: torch.Tensor,
     B: torch.Tensor | None = None,
+    R: torch.Tensor | None = None,
     activation: str = "",
     clip_min: float = float("-inf"),
     clip_max: float = float("inf"),
+    residual: int = 0,
     **conv_attrs: Any,
 ) -> torch.Tensor:
-    """ONNX Conv followed by Relu (`activation="relu"`) or Clip(min, max) (`"clip"`)."""
+    """ONNX Conv, then with residual=1 Add(R) (R of the output's shape), then Relu (`activation="relu"`)
+    or Clip(min, max) (`"clip"`) or neither."""
     y = nn.Conv(X, W, B, **conv_attrs)
-    return y.clamp_(clip_min, clip_max) if activation == "clip" else y.relu_()
+    if residual:
+        y.add_(R)
+    if activation == "clip":
+        return y.clamp_(clip_min, clip_max)
+    return y.relu_() if activation == "relu" else y
 
 
 @register("Gelu", since=1, domain=DOMAIN, out=cpu_kernels.gelu_out, fresh=True)

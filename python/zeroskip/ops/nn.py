@@ -215,8 +215,24 @@ NCHW_ONLY: contextvars.ContextVar[bool] = contextvars.ContextVar("zeroskip_nchw_
 ONEDNN = "dense/onednn"
 
 
+_ACTIVATION_ATTRS = ("activation", "clip_min", "clip_max")
+
+
 def _conv_prepare(shapes: list[Any], consts: list[Any], **attrs: Any) -> Any:
-    """A 2-D Conv with constant weights, bound once per input shape: one torch call per run."""
+    """A 2-D Conv with constant weights, bound once per input shape: one torch call per run. With
+    residual=1 (zeroskip::Conv's fused Add), the candidates compute the plain conv and the chosen one
+    is finished by the addition of the fourth input and the activation, in its output."""
+    if attrs.pop("residual", 0):
+        act = {k: attrs.pop(k) for k in _ACTIVATION_ATTRS if k in attrs}
+        if len(shapes) < 4 or shapes[3] is None:
+            return None
+        offer = _conv_prepare(shapes[:3], consts[:3], **attrs)
+        if offer is None:
+            return None
+        activation = act.get("activation", "")
+        lo, hi = act.get("clip_min", -math.inf), act.get("clip_max", math.inf)
+        offer.finish = lambda fn: cpu_kernels.add_residual(fn, activation, lo, hi)
+        return offer
     xs, W = shapes[0], consts[1]
     B = consts[2] if len(consts) > 2 else None
     if xs is None or W is None or len(xs) != 4 or (len(shapes) > 2 and shapes[2] is not None and B is None):
