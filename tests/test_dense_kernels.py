@@ -437,6 +437,29 @@ def test_conv2d_gemm(isa, rng):
 
 
 @pytest.mark.parametrize("isa", ISAS)
+def test_conv2d_gemm_residual(isa, rng):
+    """clamp(conv + bias + residual): 1x1 (x read in place) and 3x3 (im2col), C*KH*KW past one k chunk
+    (partial sums kept in out), column tails, batch 1 and 3; the residual must not overlap out."""
+    for c, k, hw, b in ((5, 3, (5, 7), 3), (300, 1, (7, 7), 1), (40, 3, (9, 4), 1), (8, 1, (16, 16), 3)):
+        w = rng.standard_normal((13, c, k, k)).astype(F32)
+        bias = rng.standard_normal(13).astype(F32)
+        p = dense.pack_conv(w, bias, isa=isa)
+        x = rng.standard_normal((b, c, *hw)).astype(F32)
+        pads = (k // 2,) * 4
+        ref, bound = conv_ref(x, w, bias, (1, 1), pads, (1, 1))
+        r = rng.standard_normal(ref.shape).astype(F32)
+        what = f"conv2d residual {isa} x={x.shape} k={k}"
+        _gemm_check(dense.conv2d(p, x, (k, k), pads=pads, residual=r), ref + r, bound, what)
+        got = dense.conv2d(p, x, (k, k), pads=pads, residual=r, clamp=(0.0, 1.0))
+        _gemm_check(got, np.clip(ref + r, 0.0, 1.0), bound, what + " clamp")
+    y = np.zeros((1, 13, 7, 7), F32)
+    with pytest.raises(InputError, match="overlap"):
+        dense.conv2d(p, np.ones((1, c, 7, 7), F32), (1, 1), out=y, residual=y)
+    with pytest.raises(InputError, match="shape"):
+        dense.conv2d(p, np.ones((1, c, 7, 7), F32), (1, 1), residual=np.ones((1, 13, 7, 6), F32))
+
+
+@pytest.mark.parametrize("isa", ISAS)
 def test_conv2d_gemm_threads_and_specials(isa, rng):
     # Split by columns (many positions) or by row panels (many channels): the same bits either way.
     for c, cout, hw in ((8, 12, (40, 40)), (64, 200, (3, 3))):

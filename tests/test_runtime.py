@@ -774,6 +774,38 @@ def test_conv_residual_fusion(rng, act, residual, bias, swap):
             np.testing.assert_allclose(s.run(feeds)["y"], want, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize(
+    ("activation", "lo", "hi"), [("", -np.inf, np.inf), ("relu", 0.0, np.inf), ("clip", -0.5, 0.5)]
+)
+def test_conv_residual_step_runners(rng, activation, lo, hi):
+    """The residual step around each kind of conv runner: the GEMM kernel's own (r in its epilogue) and a
+    plain one (r added after); through run and run_out, and with r as the output buffer itself."""
+    from zeroskip.ops import cpu_kernels
+
+    w = torch.from_numpy(rng.standard_normal((8, 8, 3, 3)).astype(np.float32) / 8)
+    b = torch.from_numpy(rng.standard_normal(8).astype(np.float32))
+    x = torch.from_numpy(rng.standard_normal((2, 8, 6, 6)).astype(np.float32))
+    r = torch.from_numpy(rng.standard_normal((2, 8, 6, 6)).astype(np.float32))
+    want = (torch.nn.functional.conv2d(x, w, b, padding=1) + r).clamp(lo, hi)
+    gemm = cpu_kernels.conv_dense_gemm(w, b, (2, 8, 6, 6), (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), None)
+    if gemm is None:
+        pytest.skip("the dense GEMM kernel is not built")
+    plain = cpu_kernels._with_out(
+        lambda x, *_: torch.nn.functional.conv2d(x, w, b, padding=1),
+        lambda out, x, *_: out.copy_(torch.nn.functional.conv2d(x, w, b, padding=1)),
+        (2, 8, 6, 6),
+    )
+    for inner in (gemm, plain):
+        step = cpu_kernels.add_residual(inner, activation, lo, hi)
+        np.testing.assert_allclose(step(x, w, b, r), want, rtol=1e-5, atol=1e-5)
+        out = torch.empty(2, 8, 6, 6)
+        step.run_out(out, x, w, b, r)
+        np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
+        same = r.clone()
+        step.run_out(same, x, w, b, same)
+        np.testing.assert_allclose(same, want, rtol=1e-5, atol=1e-5)
+
+
 def test_conv_residual_not_fused_where_it_would_change_results(rng):
     """An Add that broadcasts, or a conv output read elsewhere too, stays a separate step."""
     w = numpy_helper.from_array(rng.standard_normal((8, 8, 1, 1)).astype(np.float32), "w")

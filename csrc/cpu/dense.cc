@@ -153,12 +153,12 @@ PackedGemmLeft::PackedGemmLeft(const DenseOps& ops, const float* w, const float*
 }
 
 void gemm_left_f32(const PackedGemmLeft& w, const float* x, size_t ldx, float* y, size_t ldy, size_t n, float lo,
-                   float hi, bool serial) {
+                   float hi, bool serial, const float* res) {
   const DenseOps& ops = w.ops();
   const size_t m = w.m(), mr = ops.gemm_mr, np = ops.gemm_np, panels = (m + mr - 1) / mr;
   if (m == 0 || n == 0) return;
   const bool clamp = lo > -__builtin_inff() || hi < __builtin_inff();
-  GemmLeftArgs a{w.data(), x, ldx, y, ldy, m, n, w.k(), clamp, lo, hi};
+  GemmLeftArgs a{w.data(), x, ldx, y, ldy, m, n, w.k(), clamp, lo, hi, res};
   std::vector<float> bias_step, ones;
   if (a.k == 0) {
     // y = clamp(bias): one step of k whose weights are the bias, times x = 1, with a zero bias.

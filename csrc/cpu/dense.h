@@ -85,6 +85,7 @@ struct GemmLeftArgs {
   size_t m, n, k;
   bool clamp;
   float lo, hi;
+  const float* res = nullptr;  // added before the clamp; laid out as y
 };
 
 // Floats in a packed GEMM weight for panels of np columns.
@@ -176,11 +177,13 @@ class PackedGemmLeft {
   std::vector<float> buf_;
 };
 
-// y (m x n, row stride ldy) = clamp(w @ x + bias) for x (k x n, row stride ldx),
-// split across the kernel threads (by columns, or by row panels when n is small)
-// unless `serial`. Each output's sum runs in the same order however it is split.
+// y (m x n, row stride ldy) = clamp(w @ x + bias [+ res]) for x (k x n, row
+// stride ldx), split across the kernel threads (by columns, or by row panels
+// when n is small) unless `serial`. res, when given, is laid out as y (row
+// stride ldy) and must not overlap it. Each output's sum runs in the same
+// order however it is split.
 void gemm_left_f32(const PackedGemmLeft& w, const float* x, size_t ldx, float* y, size_t ldy, size_t n, float lo,
-                   float hi, bool serial = false);
+                   float hi, bool serial = false, const float* res = nullptr);
 
 // y (m x n, row stride ldy) = clamp(act(x @ w^T + bias), lo, hi) for x (m x k,
 // row stride ldx), split across the kernel threads; clamp only when lo > -inf

@@ -417,12 +417,15 @@ struct Impl {
         }
       }
     }
-    if (bias) {  // the last k chunk: bias per row, then the clamp
+    if (bias) {  // the last k chunk: bias per row, the residual, then the clamp
       const R lo = V::bcast(a.lo), hi = V::bcast(a.hi);
+      R res[MR][2];
+      if (a.res) tile_load<MR>(res, a.res + (y - a.y), ldy, cols, false);
       for (int r = 0; r < MR; ++r) {
         const R bv = V::bcast(bias[r]);
         for (int h = 0; h < 2; ++h) {
           R v = V::add(acc[r][h], bv);
+          if (a.res) v = V::add(v, res[r][h]);
           if (a.clamp) v = V::clamp(v, lo, hi);
           acc[r][h] = v;
         }

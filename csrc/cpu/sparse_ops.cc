@@ -421,7 +421,7 @@ void spmm_linear(const KernelInfo& k, const NmF32& a, const float* x, float* y, 
 }
 
 void conv2d_dense_f32(const PackedGemmLeft& w, const float* x, float* y, const Conv2dShape& s, float lo,
-                      float hi) {
+                      float hi, const float* res) {
   if (s.b <= 0 || w.m() == 0 || s.oh <= 0 || s.ow <= 0) return;
   const int64_t in_size = s.c * s.h * s.w, ohw = s.oh * s.ow, m = static_cast<int64_t>(w.m()), out_size = m * ohw;
   const bool direct = s.kh == 1 && s.kw == 1 && s.sh == 1 && s.sw == 1 && s.pad_t == 0 && s.pad_l == 0 &&
@@ -441,11 +441,12 @@ void conv2d_dense_f32(const PackedGemmLeft& w, const float* x, float* y, const C
       for (int64_t u = ub; u < ue; ++u) {
         const int64_t img = u / blocks, q0 = u % blocks * nb, n = min64(nb, ohw - q0);
         float* yo = y + img * out_size + q0;
+        const float* ro = res ? res + img * out_size + q0 : nullptr;
         if (direct) {
-          gemm_left_f32(w, x + img * in_size + q0, size_t(ohw), yo, size_t(ohw), size_t(n), lo, hi, true);
+          gemm_left_f32(w, x + img * in_size + q0, size_t(ohw), yo, size_t(ohw), size_t(n), lo, hi, true, ro);
         } else {
           im2col_part(x + img * in_size, col, n, s, 0, kk, q0, q0 + n);
-          gemm_left_f32(w, col, size_t(n), yo, size_t(ohw), size_t(n), lo, hi, true);
+          gemm_left_f32(w, col, size_t(n), yo, size_t(ohw), size_t(n), lo, hi, true, ro);
         }
       }
     });
@@ -458,7 +459,8 @@ void conv2d_dense_f32(const PackedGemmLeft& w, const float* x, float* y, const C
       im2col_f32(xi, col, s);
       xi = col;
     }
-    gemm_left_f32(w, xi, size_t(ohw), y + img * out_size, size_t(ohw), size_t(ohw), lo, hi);
+    gemm_left_f32(w, xi, size_t(ohw), y + img * out_size, size_t(ohw), size_t(ohw), lo, hi, false,
+                  res ? res + img * out_size : nullptr);
   }
 }
 

@@ -73,8 +73,10 @@ void spmm_conv2d(const KernelInfo& k, const NmF32& a, const float* x, float* y, 
 // The same convolution with a dense weight packed for the weight-left GEMM
 // (dense.h): y = clamp(conv(x, W) + bias, lo, hi), the bias packed with W; a
 // 1x1 unit-stride unpadded window multiplies each image directly, any other
-// goes through the whole image's im2col.
-void conv2d_dense_f32(const PackedGemmLeft& w, const float* x, float* y, const Conv2dShape& s, float lo, float hi);
+// goes through the whole image's im2col. res (as y, not overlapping it), when
+// given, is added before the clamp (a residual connection).
+void conv2d_dense_f32(const PackedGemmLeft& w, const float* x, float* y, const Conv2dShape& s, float lo, float hi,
+                      const float* res = nullptr);
 
 // dst (cols x rows) = src (rows x cols)^T, both row-major; cache-blocked, and
 // split across the kernel threads when large.

@@ -640,19 +640,35 @@ PYBIND11_MODULE(_C, m) {
       .def_property_readonly("nbytes", &zs::PackedGemmLeft::bytes);
   m.def("conv2d_dense", [](const zs::PackedGemmLeft& w, const py::array& x, const py::array& out, float lo, float hi,
                            const std::vector<int64_t>& kernel_shape, const std::vector<int64_t>& strides,
-                           const std::vector<int64_t>& pads, const std::vector<int64_t>& dilations) {
+                           const std::vector<int64_t>& pads, const std::vector<int64_t>& dilations,
+                           const std::optional<py::array>& residual) {
     const zs::Conv2dShape s = conv_args(int64_t(w.m()), int64_t(w.k()), x, out, kernel_shape, strides, pads,
                                         dilations);
     if (!(lo <= hi)) throw py::value_error("clamp range is empty: min > max");
+    const float* rp = nullptr;
+    if (residual) {
+      f32_arg(*residual, "residual", false);
+      bool same = residual->ndim() == 4;
+      for (int i = 0; same && i < 4; ++i) same = residual->shape(i) == out.shape(i);
+      if (!same)
+        throw py::value_error("residual must have the output's shape " + shape_str(out) + ", got " +
+                              shape_str(*residual));
+      rp = static_cast<const float*>(residual->data());
+      const char *r0 = reinterpret_cast<const char*>(rp), *y0 = static_cast<const char*>(out.data());
+      if (out.size() > 0 && r0 < y0 + out.nbytes() && y0 < r0 + residual->nbytes())
+        throw py::value_error("residual must not overlap out (the GEMM keeps partial sums in out)");
+    }
     if (out.size() == 0) return;
     const float* xp = static_cast<const float*>(x.data());
     float* yp = static_cast<float*>(const_cast<void*>(out.data()));
-    if (out.size() * (s.c * s.kh * s.kw + 1) < kReleaseGil * 8) return zs::conv2d_dense_f32(w, xp, yp, s, lo, hi);
+    if (out.size() * (s.c * s.kh * s.kw + 1) < kReleaseGil * 8) return zs::conv2d_dense_f32(w, xp, yp, s, lo, hi, rp);
     py::gil_scoped_release nogil;
-    zs::conv2d_dense_f32(w, xp, yp, s, lo, hi);
+    zs::conv2d_dense_f32(w, xp, yp, s, lo, hi, rp);
   }, py::arg("w"), py::arg("x"), py::arg("out"), py::arg("clamp_min"), py::arg("clamp_max"),
         py::arg("kernel_shape"), py::arg("strides"), py::arg("pads"), py::arg("dilations"),
-        "Conv2d (NCHW, groups 1) with a packed dense weight: out (B, Cout, OH, OW) = clamp(conv(x) + bias).");
+        py::arg("residual") = py::none(),
+        "Conv2d (NCHW, groups 1) with a packed dense weight: out (B, Cout, OH, OW) = clamp(conv(x) + bias\n"
+        "+ residual), residual (optional) of out's shape and not overlapping it.");
   m.def("gemm", [](const zs::PackedGemm& w, const py::array& x, const py::array& out, float lo, float hi,
                    const std::string& act) {
     zs::GemmAct a;

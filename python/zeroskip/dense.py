@@ -169,16 +169,19 @@ def conv2d(
     dilations: tuple[int, int] = (1, 1),
     out: np.ndarray | None = None,
     clamp: tuple[float, float] | None = None,
+    residual: Any = None,
 ) -> np.ndarray:
-    """Conv2d, NCHW, groups 1, zero padding, with a weight from `pack_conv`: y = clamp(conv(x, w) + bias)
-    for x (N, C, H, W); kernel (KH, KW) as packed. Output (N, Cout, OH, OW) as for dwconv2d."""
+    """Conv2d, NCHW, groups 1, zero padding, with a weight from `pack_conv`: y = clamp(conv(x, w) + bias
+    [+ residual]) for x (N, C, H, W); kernel (KH, KW) as packed. Output (N, Cout, OH, OW) as for
+    dwconv2d; residual (a residual connection) has the output's shape and is not `out` itself."""
     if not isinstance(packed, _C.DenseConvWeight):
         raise InputError(f"conv2d: packed must come from dense.pack_conv, got {type(packed).__name__}")
     xa = _array(x, "x")
     win, shape = _window("conv2d", xa, kernel, strides, pads, dilations, packed.shape[0])
     y = _args.output(shape, "conv2d") if out is None else _args.given_out(out, "conv2d")
     lo, hi = _args.clamp_pair(clamp)
-    _call("conv2d", _C.conv2d_dense, packed, xa, y, lo, hi, *win)
+    ra = None if residual is None else _array(residual, "residual")
+    _call("conv2d", _C.conv2d_dense, packed, xa, y, lo, hi, *win, ra)
     return y
 
 

@@ -352,6 +352,11 @@ def add_residual(inner: Any, activation: str, lo: float, hi: float) -> Any:
     (`activation="relu"`) or clamp to [lo, hi] ("clip") or neither, in y's buffer. The step passes
     (x, w, b, r); with `inner.run_out`, the result also writes into a given buffer."""
     relu, clip = activation == "relu", activation == "clip"
+    native = getattr(inner, "with_residual", None)
+    if native is not None:  # the kernel adds r in its epilogue
+        return native(
+            0.0 if relu else lo if clip else -math.inf, math.inf if relu else hi if clip else math.inf
+        )
 
     def finish(y: torch.Tensor, r: torch.Tensor) -> None:
         y.add_(r)
@@ -549,6 +554,35 @@ def conv_dense_gemm(
     def run_out(out: torch.Tensor, x: torch.Tensor, *_: Any) -> None:
         conv(weight(), xv(x), ov(out), lo, hi, ks, st, pd, dl)
 
+    def with_residual(rlo: float, rhi: float) -> Any:
+        """This conv as a zeroskip::Conv step with residual=1: (x, w, b, r) -> clamp(conv(x) + r, rlo,
+        rhi), r added in the GEMM's epilogue (see add_residual)."""
+        rv = _Views(out_shape)
+        t32 = torch.float32
+
+        def run_r(x: torch.Tensor, _w: Any = None, _b: Any = None, r: Any = None, *_: Any) -> torch.Tensor:
+            if r.dtype is not t32 or tuple(r.shape) != out_shape or not r.is_contiguous():
+                r = r.to(t32).expand(out_shape).contiguous()
+            y = empty(out_shape, f32)
+            conv(weight(), xv(x), y, rlo, rhi, ks, st, pd, dl, rv(r))
+            return from_numpy(y)
+
+        def run_out_r(
+            out: torch.Tensor, x: torch.Tensor, _w: Any = None, _b: Any = None, r: Any = None, *_: Any
+        ) -> None:
+            if (
+                r.dtype is not t32
+                or tuple(r.shape) != out_shape
+                or not r.is_contiguous()
+                or r.data_ptr() == out.data_ptr()
+            ):
+                out.copy_(run_r(x, _w, _b, r))
+                return
+            conv(weight(), xv(x), ov(out), rlo, rhi, ks, st, pd, dl, rv(r))
+
+        return _with_out(run_r, run_out_r, out_shape)
+
+    run.with_residual = with_residual
     return _with_out(run, run_out, out_shape)
 
 
