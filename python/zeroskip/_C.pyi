@@ -108,6 +108,72 @@ def dwconv(
     clamp_max: float = ...,
     isa: str | None = None,
 ) -> None: ...
+def layernorm(
+    x: np.ndarray,
+    residual: np.ndarray | None,
+    scale: np.ndarray,
+    bias: np.ndarray | None,
+    out: np.ndarray,
+    epsilon: float,
+    isa: str | None = None,
+) -> None: ...
+def attention(
+    q: np.ndarray,
+    kt: np.ndarray,
+    v: np.ndarray,
+    mask: np.ndarray | None,
+    out: np.ndarray,
+    scale: float = 1.0,
+    isa: str | None = None,
+) -> None: ...
+
+class DenseWeight:
+    def __init__(self, w: np.ndarray, bias: np.ndarray | None = None, isa: str | None = None) -> None: ...
+    @property
+    def shape(self) -> tuple[int, int]: ...
+    @property
+    def isa(self) -> str: ...
+    @property
+    def nbytes(self) -> int: ...
+
+class DenseConvWeight:
+    def __init__(self, w: np.ndarray, bias: np.ndarray | None = None, isa: str | None = None) -> None: ...
+    @property
+    def shape(self) -> tuple[int, int]: ...
+    @property
+    def isa(self) -> str: ...
+    @property
+    def nbytes(self) -> int: ...
+
+def conv2d_dense(
+    w: DenseConvWeight,
+    x: np.ndarray,
+    out: np.ndarray,
+    clamp_min: float,
+    clamp_max: float,
+    kernel_shape: Sequence[int],
+    strides: Sequence[int],
+    pads: Sequence[int],
+    dilations: Sequence[int],
+    residual: np.ndarray | None = None,
+) -> None: ...
+def gemm(
+    w: DenseWeight,
+    x: np.ndarray,
+    out: np.ndarray,
+    clamp_min: float = ...,
+    clamp_max: float = ...,
+    activation: str = "",
+) -> None: ...
+def pool2d(
+    x: np.ndarray,
+    out: np.ndarray,
+    kind: str,
+    kernel: Sequence[int],
+    strides: Sequence[int],
+    pads: Sequence[int],
+    dilations: Sequence[int],
+) -> None: ...
 
 # CUDA (csrc/python/cuda_bindings.cc): host-side packing in every build; the launchers raise
 # RuntimeError in builds without CUDA.
