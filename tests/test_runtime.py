@@ -806,6 +806,28 @@ def test_conv_residual_step_runners(rng, activation, lo, hi):
         np.testing.assert_allclose(same, want, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize(("lo", "hi"), [(-np.inf, np.inf), (0.0, np.inf), (-0.25, 0.5)])
+def test_onednn_conv_residual_matches_torch(rng, lo, hi):
+    """oneDNN's conv with the residual as its sum post-op, then the activation: r in either layout."""
+    from zeroskip.ops import nn
+
+    w = torch.from_numpy(rng.standard_normal((16, 8, 3, 3)).astype(np.float32))
+    b = torch.from_numpy(rng.standard_normal(16).astype(np.float32))
+    shape = (2, 8, 10, 10)
+    fn = nn._mkldnn_conv(w, b, shape, (1, 1), (1, 1), (1, 1), 1, "", [])
+    if fn is None or not hasattr(fn, "with_residual"):
+        pytest.skip("this torch build has no oneDNN pointwise convolution with a sum post-op")
+    x = torch.from_numpy(rng.standard_normal(shape).astype(np.float32))
+    r = torch.from_numpy(rng.standard_normal((2, 16, 10, 10)).astype(np.float32))
+    want = (torch.nn.functional.conv2d(x, w, b, 1, 1) + r).clamp(lo, hi)
+    before = r.clone()
+    step = fn.with_residual(lo, hi)
+    for rr in (r, r.contiguous(memory_format=torch.channels_last)):
+        got = step(x, w, b, rr)
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(r.numpy(), before.numpy())  # r itself is left as it was
+
+
 def test_conv_residual_not_fused_where_it_would_change_results(rng):
     """An Add that broadcasts, or a conv output read elsewhere too, stays a separate step."""
     w = numpy_helper.from_array(rng.standard_normal((8, 8, 1, 1)).astype(np.float32), "w")

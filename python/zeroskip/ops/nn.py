@@ -205,6 +205,25 @@ def _mkldnn_conv(
     def run(X: Tensor, *_: Any) -> Tensor:
         return conv(X.contiguous(memory_format=cl), wp, B, p, s, d, group, attr, scalars, "")
 
+    binary = getattr(conv, "binary", None)
+
+    def with_residual(lo: float, hi: float) -> Any:
+        """This conv as a zeroskip::Conv step with residual=1: (x, w, b, r) -> clamp(conv(x) + r, lo,
+        hi), r added by oneDNN's binary "add" post-op, then Relu as a post-op too; any other clamp
+        (which this torch's binary fusion does not take) in place after it (see add_residual)."""
+        relu = lo == 0.0 and hi == math.inf
+        clamp = not relu and (lo > -math.inf or hi < math.inf)
+        unary, algo = ("relu", "") if relu else (None, None)
+
+        def run_r(X: Tensor, _w: Any = None, _b: Any = None, r: Any = None, *_: Any) -> Tensor:
+            x, other = X.contiguous(memory_format=cl), r.contiguous(memory_format=cl)
+            y = binary(x, other, wp, B, p, s, d, group, "add", None, unary, [], algo)
+            return y.clamp_(lo, hi) if clamp else y
+
+        return run_r
+
+    if binary is not None:
+        run.with_residual = with_residual
     return run
 
 
