@@ -612,7 +612,8 @@ struct Impl {
       V::store(ev, V::unshuffle(V::even(a, c)));
       V::store(od, V::unshuffle(V::odd(a, c)));
     } else {
-      for (size_t j = 2 * k; j < n; ++j) (j % 2 ? od : ev)[j / 2] = src[j];
+      for (size_t j = 2 * k; j < n; j += 2) ev[j / 2] = src[j];
+      for (size_t j = 2 * k + 1; j < n; j += 2) od[j / 2] = src[j];
     }
   }
 
