@@ -796,7 +796,7 @@ def test_conv_residual_step_runners(rng, activation, lo, hi):
         (2, 8, 6, 6),
     )
     for inner in (gemm, plain):
-        step = cpu_kernels.add_residual(inner, activation, lo, hi)
+        step = cpu_kernels.add_residual(inner, lo, hi)
         np.testing.assert_allclose(step(x, w, b, r), want, rtol=1e-5, atol=1e-5)
         out = torch.empty(2, 8, 6, 6)
         step.run_out(out, x, w, b, r)

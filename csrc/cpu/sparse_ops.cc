@@ -115,9 +115,6 @@ void transpose_cols(const float* src, int64_t ld_s, float* dst, int64_t ld_d, in
     for (int64_t c = cb; c < ce; ++c) dst[c * ld_d + r] = src[r * ld_s + c];
 }
 
-// Rows [rb, re) and output positions [q0, q1) of one image's im2col matrix
-// into dst (row stride ld, position q0 first); row (ci, i, j) is
-// ci kh kw + i kw + j, position q is output pixel (q / ow, q % ow).
 // The calling thread's scratch buffers: kIn (x^T or the whole image's im2col),
 // kOut (y^T); on pool threads, kBlock / kYBlock (conv2d's column blocks);
 // kRow (one padded input row of im2col).
@@ -161,6 +158,11 @@ inline void zero_run(float* to, int64_t n) {
   if (t < n) std::memset(to + n - 4, 0, 4 * sizeof(float));
 }
 
+// Rows [rb, re) and output positions [q0, q1) of one image's im2col matrix
+// into dst (row stride ld, position q0 first); row (ci, i, j) is
+// ci kh kw + i kw + j, position q is output pixel (q / ow, q % ow).
+// im2col_part below, for any row stride: each output row's run of a tap
+// bounded by the padding (row strides 1 and 2 take its padded-row path).
 void im2col_strided(const float* x, float* dst, int64_t ld, const Conv2dShape& s, int64_t rb, int64_t re,
                     int64_t q0, int64_t q1) {
   if (rb >= re || q0 >= q1) return;
@@ -170,17 +172,11 @@ void im2col_strided(const float* x, float* dst, int64_t ld, const Conv2dShape& s
     const float* plane = x + ci * s.h * s.w;
     // Input column of output column ox: ox sw + off; inside [0, w) for ox in [lo, hi).
     const int64_t off = j * s.dw - s.pad_l;
-    int64_t lo, hi;
-    if (s.sw == 1) {
-      lo = off >= 0 ? 0 : -off;
-      hi = s.w - off <= 0 ? 0 : s.w - off;
-    } else {
-      lo = off >= 0 ? 0 : (s.sw - 1 - off) / s.sw;
-      hi = s.w - off <= 0 ? 0 : (s.w - off + s.sw - 1) / s.sw;
-    }
+    const int64_t lo = off >= 0 ? 0 : (s.sw - 1 - off) / s.sw;
+    const int64_t hi = s.w - off <= 0 ? 0 : (s.w - off + s.sw - 1) / s.sw;
     float* seg = dst + r * ld;
-    int64_t oy = oy0, ox0 = ox00, iy = oy0 * s.sh - s.pad_t + i * s.dh;
-    for (int64_t q = q0; q < q1; ++oy, ox0 = 0, iy += s.sh) {
+    int64_t ox0 = ox00, iy = oy0 * s.sh - s.pad_t + i * s.dh;
+    for (int64_t q = q0; q < q1; ox0 = 0, iy += s.sh) {
       // One output row's share: columns [ox0, ox1) into seg[0, ox1 - ox0).
       const int64_t ox1 = min64(s.ow, ox0 + (q1 - q));
       const bool inside = iy >= 0 && iy < s.h;
@@ -223,8 +219,8 @@ inline void copy_even(float* to, const float* from, int64_t n) {
   for (; t < n; ++t) to[t] = from[2 * t];
 }
 
-// Row strides 1 and 2: each input row an output row reads is first laid out
-// with its left and right padding in `padded`, and then each of its kw
+// As im2col_strided. Row strides 1 and 2: each input row an output row reads
+// is first laid out with its left and right padding in `padded`, then each of its kw
 // column taps is one straight (or even-element) copy from it, with no bounds
 // per tap (16->32 3x3 on 8 maps of 8x8, 1 thread: 241 us with the bounds per
 // tap, 212 us this way; 3->32 3x3 stride 2 on 224x224: 1160 and 1030 us).

@@ -347,22 +347,19 @@ def _with_out(run: Any, run_out: Any, out_shape: tuple[int, ...]) -> Any:
     return run
 
 
-def add_residual(inner: Any, activation: str, lo: float, hi: float) -> Any:
-    """A conv runner (`inner(x)`) finished as zeroskip::Conv with residual=1 does: y += r, then Relu
-    (`activation="relu"`) or clamp to [lo, hi] ("clip") or neither, in y's buffer. The step passes
-    (x, w, b, r); with `inner.run_out`, the result also writes into a given buffer."""
-    relu, clip = activation == "relu", activation == "clip"
+def add_residual(inner: Any, lo: float, hi: float) -> Any:
+    """A conv runner (`inner(x)`) finished as zeroskip::Conv with residual=1 does: y = clamp(y + r, lo,
+    hi) in y's buffer (Relu: 0, inf; no activation: -inf, inf). The step passes (x, w, b, r); with
+    `inner.run_out`, the result also writes into a given buffer. A kernel that adds r itself (its
+    epilogue, a post-op) offers `inner.with_residual(lo, hi)`, used instead."""
     native = getattr(inner, "with_residual", None)
-    if native is not None:  # the kernel adds r in its epilogue
-        return native(
-            0.0 if relu else lo if clip else -math.inf, math.inf if relu else hi if clip else math.inf
-        )
+    if native is not None:
+        return native(lo, hi)
+    clamp = lo > -math.inf or hi < math.inf
 
     def finish(y: torch.Tensor, r: torch.Tensor) -> None:
         y.add_(r)
-        if relu:
-            y.relu_()
-        elif clip:
+        if clamp:
             y.clamp_(lo, hi)
 
     def run(x: torch.Tensor, _w: Any = None, _b: Any = None, r: Any = None, *_: Any) -> torch.Tensor:
@@ -558,27 +555,19 @@ def conv_dense_gemm(
         """This conv as a zeroskip::Conv step with residual=1: (x, w, b, r) -> clamp(conv(x) + r, rlo,
         rhi), r added in the GEMM's epilogue (see add_residual)."""
         rv = _Views(out_shape)
-        t32 = torch.float32
 
         def run_r(x: torch.Tensor, _w: Any = None, _b: Any = None, r: Any = None, *_: Any) -> torch.Tensor:
-            if r.dtype is not t32 or tuple(r.shape) != out_shape or not r.is_contiguous():
-                r = r.to(t32).expand(out_shape).contiguous()
             y = empty(out_shape, f32)
-            conv(weight(), xv(x), y, rlo, rhi, ks, st, pd, dl, rv(r))
+            conv(weight(), xv(x), y, rlo, rhi, ks, st, pd, dl, rv(r.contiguous()))
             return from_numpy(y)
 
         def run_out_r(
             out: torch.Tensor, x: torch.Tensor, _w: Any = None, _b: Any = None, r: Any = None, *_: Any
         ) -> None:
-            if (
-                r.dtype is not t32
-                or tuple(r.shape) != out_shape
-                or not r.is_contiguous()
-                or r.data_ptr() == out.data_ptr()
-            ):
+            if r.data_ptr() == out.data_ptr():  # the GEMM keeps partial sums in out
                 out.copy_(run_r(x, _w, _b, r))
                 return
-            conv(weight(), xv(x), ov(out), rlo, rhi, ks, st, pd, dl, rv(r))
+            conv(weight(), xv(x), ov(out), rlo, rhi, ks, st, pd, dl, rv(r.contiguous()))
 
         return _with_out(run_r, run_out_r, out_shape)
 

@@ -249,8 +249,11 @@ def _conv_prepare(shapes: list[Any], consts: list[Any], **attrs: Any) -> Any:
         if offer is None:
             return None
         activation = act.get("activation", "")
-        lo, hi = act.get("clip_min", -math.inf), act.get("clip_max", math.inf)
-        offer.finish = lambda fn: cpu_kernels.add_residual(fn, activation, lo, hi)
+        lo, hi = {
+            "relu": (0.0, math.inf),
+            "clip": (act.get("clip_min", -math.inf), act.get("clip_max", math.inf)),
+        }.get(activation, (-math.inf, math.inf))
+        offer.finish = lambda fn: cpu_kernels.add_residual(fn, lo, hi)
         return offer
     xs, W = shapes[0], consts[1]
     B = consts[2] if len(consts) > 2 else None
