@@ -71,6 +71,38 @@ def test_outputs_are_not_overwritten_by_the_next_run(rng):
         np.testing.assert_allclose(got, reference(model, {"x": x})[0], rtol=1e-5, atol=1e-5)
 
 
+def test_a_refilled_or_reshaped_input_array_is_read_afresh(rng):
+    """The session keeps the tensor it made of the last input array: the same array refilled in place,
+    reshaped in place (another batch), or another array each give that run's numbers."""
+    model = mlp_model(rng)
+    s = zeroskip.load(model)
+    x = rng.standard_normal((6, 8)).astype(np.float32)
+    for step in range(4):
+        if step == 1:
+            x[...] = rng.standard_normal((6, 8))
+        elif step == 2:
+            x.shape = (3, 16)  # not the model's shape: refused, then restored
+            with pytest.raises(InputError):
+                s.run({"x": x})
+            x.shape = (2, 3, 8)
+            with pytest.raises(InputError):
+                s.run({"x": x})
+            x.shape = (6, 8)
+            x *= -1.0
+        elif step == 3:
+            x = rng.standard_normal((6, 8)).astype(np.float32)
+        (want,) = reference(model, {"x": x})
+        np.testing.assert_allclose(s.run({"x": x})["y"], want, rtol=1e-4, atol=1e-4)
+    big = rng.standard_normal((12, 8)).astype(np.float32)
+    view = big[:6]  # a view: a new array object over the same memory
+    (want,) = reference(model, {"x": view})
+    np.testing.assert_allclose(s.run({"x": view})["y"], want, rtol=1e-4, atol=1e-4)
+    big.shape = (6, 16)
+    big.shape = (12, 8)
+    (want,) = reference(model, {"x": big})
+    np.testing.assert_allclose(s.run({"x": big})["y"], want, rtol=1e-4, atol=1e-4)
+
+
 def test_buffers_are_reused_and_correct(rng):
     # A chain of 12 elementwise steps needs two buffers, not twelve.
     nodes, prev = [], "x"

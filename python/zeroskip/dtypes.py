@@ -69,11 +69,14 @@ def to_torch(a: np.ndarray) -> Any:
 
 def from_torch(t: Any) -> np.ndarray:
     """torch (CPU) -> numpy without a copy; bfloat16 comes back as ml_dtypes.bfloat16."""
-    import torch
+    try:
+        return t.numpy()
+    except TypeError:  # numpy has no bfloat16: its bits, viewed as ml_dtypes' type
+        import torch
 
-    if t.dtype == torch.bfloat16:
+        if t.dtype != torch.bfloat16:
+            raise
         return t.view(torch.uint16).numpy().view(numpy_dtype(16))
-    return t.numpy()
 
 
 def torch_dtype(code: int) -> Any:

@@ -211,8 +211,10 @@ class _Views:
         xn = x.numpy()
         if not (self.strided or xn.flags.c_contiguous):
             return np.ascontiguousarray(xn).reshape(self.shape)
-        self.t, self.a, self.ptr = x, xn if self.shape is None else xn.reshape(self.shape), x.data_ptr()
-        return self.a
+        if self.shape is not None and xn.shape != self.shape:
+            xn = xn.reshape(self.shape)
+        self.t, self.a, self.ptr = x, xn, x.data_ptr()
+        return xn
 
 
 def depthwise_conv(
