@@ -3,6 +3,10 @@
 #include <cmath>  // INFINITY, NAN
 #include <vector>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #include "spmm.h"
 
 #if defined(_OPENMP)
@@ -110,6 +114,44 @@ void plane(const float* x, float* y, const Pool2dShape& s, const Plan& p, float*
   }
 }
 
+// 2x2 windows, stride 2, no padding or dilation (most pooling layers): both input rows of an
+// output row at once, four outputs per step with the baseline vector ISA. The same sums in the
+// same order as plane()'s (average: (a0 + b0) + (a1 + b1), then / 4). Max takes maxps, which
+// drops NaNs, and notes whether the row had any: such a row is done again by combine(), which
+// keeps them. plane() took ~2 ns an output for this (MaxPool on 16x32x32: 9.5 us).
+template <PoolKind K>
+void plane2x2(const float* x, float* y, const Pool2dShape& s) {
+  for (int64_t oy = 0; oy < s.oh; ++oy) {
+    const float *a = x + 2 * oy * s.w, *b = a + s.w;
+    float* yr = y + oy * s.ow;
+    int64_t ox = 0;
+#if defined(__SSE2__)
+    const __m128 quarter = _mm_set1_ps(0.25f);
+    __m128 nan = _mm_setzero_ps();
+    for (; ox + 4 <= s.ow; ox += 4) {
+      const __m128 a0 = _mm_loadu_ps(a + 2 * ox), a1 = _mm_loadu_ps(a + 2 * ox + 4);
+      const __m128 b0 = _mm_loadu_ps(b + 2 * ox), b1 = _mm_loadu_ps(b + 2 * ox + 4);
+      if (K == PoolKind::kMax) {
+        nan = _mm_or_ps(nan, _mm_or_ps(_mm_cmpunord_ps(a0, b0), _mm_cmpunord_ps(a1, b1)));
+        const __m128 r0 = _mm_max_ps(a0, b0), r1 = _mm_max_ps(a1, b1);
+        const __m128 ev = _mm_shuffle_ps(r0, r1, _MM_SHUFFLE(2, 0, 2, 0));
+        _mm_storeu_ps(yr + ox, _mm_max_ps(ev, _mm_shuffle_ps(r0, r1, _MM_SHUFFLE(3, 1, 3, 1))));
+      } else {
+        const __m128 r0 = _mm_add_ps(a0, b0), r1 = _mm_add_ps(a1, b1);
+        const __m128 ev = _mm_shuffle_ps(r0, r1, _MM_SHUFFLE(2, 0, 2, 0));
+        const __m128 od = _mm_shuffle_ps(r0, r1, _MM_SHUFFLE(3, 1, 3, 1));
+        _mm_storeu_ps(yr + ox, _mm_mul_ps(_mm_add_ps(ev, od), quarter));
+      }
+    }
+    if (_mm_movemask_ps(nan)) ox = 0;
+#endif
+    for (; ox < s.ow; ++ox) {
+      const float l = combine<K>(a[2 * ox], b[2 * ox]), r = combine<K>(a[2 * ox + 1], b[2 * ox + 1]);
+      yr[ox] = K == PoolKind::kMax ? combine<K>(l, r) : (l + r) / 4.0f;
+    }
+  }
+}
+
 // A window covering the whole unpadded plane (global pooling): one pass over
 // contiguous memory, four partial results.
 void whole_plane(const float* x, float* y, int64_t n, PoolKind kind) {
@@ -145,6 +187,9 @@ void run_plane(const float* x, float* y, const Pool2dShape& s, PoolKind kind, co
   if (s.kh == s.h && s.kw == s.w && s.oh == 1 && s.ow == 1 && s.pad_t == 0 && s.pad_l == 0 && s.pad_b == 0 &&
       s.pad_r == 0)
     return whole_plane(x, y, s.h * s.w, kind);
+  if (s.kh == 2 && s.kw == 2 && s.sh == 2 && s.sw == 2 && s.dh == 1 && s.dw == 1 && s.pad_t == 0 && s.pad_l == 0 &&
+      s.pad_b == 0 && s.pad_r == 0)
+    return kind == PoolKind::kMax ? plane2x2<PoolKind::kMax>(x, y, s) : plane2x2<PoolKind::kAvg>(x, y, s);
   switch (kind) {
     case PoolKind::kMax:
       return plane<PoolKind::kMax>(x, y, s, p, acc.data());
