@@ -294,7 +294,8 @@ def _conv_prepare(shapes: list[Any], consts: list[Any], **attrs: Any) -> Any:
     # where both run, the layout copies between them cost more than the kernel saves (MobileNet-v2,
     # batch 1: 20 ms with oneDNN alone, 28 ms mixed). So it is offered where oneDNN is absent, or
     # where the conv is so small that torch's fixed cost per call (~100 us) is most of its time.
-    macs = math.prod(xs) * W.shape[2] * W.shape[3] // max(stride[0] * stride[1], 1)
+    # Multiply-adds: N * Cout * (C / group) * KH * KW per output pixel (~ an input pixel / stride).
+    macs = math.prod(xs) * W.shape[0] // group * W.shape[2] * W.shape[3] // max(stride[0] * stride[1], 1)
     if onednn is None or macs < _SMALL_CONV_MACS:
         dw = cpu_kernels.depthwise_conv(W, B, tuple(xs), stride, tuple(begin + end), dil, group, bounds)
         if dw is not None:
