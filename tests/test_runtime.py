@@ -912,10 +912,11 @@ def test_nchw_kernels_are_offered_beside_onednn_only_for_small_convs(rng):
     channels-last, against 0.5 ms through oneDNN."""
     from zeroskip.ops import nn
 
-    def names(cin, cout, hw, stride, group=1):
-        w = torch.from_numpy(rng.standard_normal((cout, cin // group, 1, 1)).astype(np.float32))
+    def names(cin, cout, hw, stride, group=1, k=1):
+        w = torch.from_numpy(rng.standard_normal((cout, cin // group, k, k)).astype(np.float32))
+        p = (k - 1) // 2
         offer = nn._conv_prepare(
-            [(1, cin, hw, hw), w.shape], [None, w], strides=[stride, stride], group=group, pads=[0, 0, 0, 0]
+            [(1, cin, hw, hw), w.shape], [None, w], strides=[stride, stride], group=group, pads=[p] * 4
         )
         return [n for n, _ in offer.dense]
 
@@ -924,7 +925,10 @@ def test_nchw_kernels_are_offered_beside_onednn_only_for_small_convs(rng):
         pytest.skip("this torch build has no oneDNN pointwise convolution")
     assert "dense/gemm" not in big
     assert "dense/gemm" in names(16, 16, 16, 1)  # 65K multiply-adds
+    assert "dense/gemm" in names(3, 16, 32, 1, k=3)  # 442K
+    assert "dense/gemm" not in names(16, 64, 32, 1, k=3)  # 9.4M
     assert "dense/dwconv" in names(32, 32, 16, 1, group=32)
+    assert "dense/dwconv" not in names(96, 96, 112, 1, group=96, k=3)  # 10.8M
 
 
 @pytest.mark.parametrize("rows", [(1,), (3,), (2, 2), (16,)])

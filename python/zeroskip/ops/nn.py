@@ -308,8 +308,12 @@ def _conv_prepare(shapes: list[Any], consts: list[Any], **attrs: Any) -> Any:
         # The NCHW GEMM likewise: beside oneDNN's channels-last convs it wins node by node and loses
         # overall (MobileNet-v2 at batch 1: 25.3 ms mixed against 21-22 without it). A plan with
         # NCHW kernels only is built and timed against the mixed one (plan.Program), which keeps
-        # the faster: MobileNet-v2 17.2 ms NCHW, ResNet-18 56 ms mixed against 66 ms NCHW.
-        if onednn is None or macs < _SMALL_CONV_MACS:
+        # the faster: MobileNet-v2 17.2 ms NCHW, ResNet-18 56 ms mixed against 66 ms NCHW. Beside
+        # oneDNN it is offered up to _SMALL_GEMM_CONV_MACS: a small CNN's 3x3 convs (0.3-0.45M
+        # multiply-adds) run 2-3x faster through it than through oneDNN or torch, while ResNet-18's
+        # downsample convs (6.4M), fed channels-last by oneDNN, lost more to copying their inputs
+        # (1.3 ms in the network against 0.24 alone) than the GEMM saved.
+        if onednn is None or macs < _SMALL_GEMM_CONV_MACS:
             gemm = cpu_kernels.conv_dense_gemm(W, B, tuple(xs), *geometry, bounds)
             if gemm is not None:
                 dense.append(("dense/gemm", gemm))
@@ -330,6 +334,7 @@ def _conv_prepare(shapes: list[Any], consts: list[Any], **attrs: Any) -> Any:
 
 
 _SMALL_CONV_MACS = 1 << 17
+_SMALL_GEMM_CONV_MACS = 1 << 20
 
 
 @register("Conv", since=1, fresh=True, prepare=_conv_prepare)
