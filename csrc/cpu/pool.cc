@@ -187,8 +187,8 @@ void run_plane(const float* x, float* y, const Pool2dShape& s, PoolKind kind, co
   if (s.kh == s.h && s.kw == s.w && s.oh == 1 && s.ow == 1 && s.pad_t == 0 && s.pad_l == 0 && s.pad_b == 0 &&
       s.pad_r == 0)
     return whole_plane(x, y, s.h * s.w, kind);
-  if (s.kh == 2 && s.kw == 2 && s.sh == 2 && s.sw == 2 && s.dh == 1 && s.dw == 1 && s.pad_t == 0 && s.pad_l == 0 &&
-      s.pad_b == 0 && s.pad_r == 0)
+  if (s.kh == 2 && s.kw == 2 && s.sh == 2 && s.sw == 2 && s.dh == 1 && s.dw == 1 && s.pad_t == 0 &&
+      s.pad_l == 0 && s.pad_b == 0 && s.pad_r == 0)
     return kind == PoolKind::kMax ? plane2x2<PoolKind::kMax>(x, y, s) : plane2x2<PoolKind::kAvg>(x, y, s);
   switch (kind) {
     case PoolKind::kMax:

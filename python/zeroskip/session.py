@@ -138,7 +138,7 @@ class Session:
             for i in self.inputs
         ]
         self._out_names = [o.name for o in self.outputs]
-        # _fast_feeds' last (array, shape, tensor) per input.
+        # _fast_feeds' last (array, shape, tensor) per input: holds on to the last array given.
         self._fed: list[tuple[Any, Any, Any]] = [(None, None, None)] * len(self.inputs)
         # For _fast_feeds: numpy builtin dtypes are singletons, so `is` compares them.
         self._fast_spec = [
