@@ -951,3 +951,39 @@ def test_layernorm_threads_and_errors(rng):
         dense.layernorm(x, w, eps=-1.0)
     with pytest.raises(InputError, match="overlaps"):
         dense.layernorm(x, w, out=np.lib.stride_tricks.as_strided(x[:, 1:], (300, 200), x.strides))
+
+
+def test_bound_calls_and_chains(rng):
+    """bind_conv2d_dense / bind_pool2d / bind_dwconv check their operands as the direct calls do and
+    return the call bound to them; a Chain runs its calls in order, each on the memory bound."""
+    from zeroskip import _C
+
+    x = rng.standard_normal((2, 4, 9, 8)).astype(F32)
+    w = rng.standard_normal((6, 4, 3, 3)).astype(F32)
+    packed = dense.pack_conv(w, rng.standard_normal(6).astype(F32))
+    wd = rng.standard_normal((6, 1, 3, 3)).astype(F32)
+    c, d, p = (np.full(s, np.nan, F32) for s in ((2, 6, 9, 8), (2, 6, 9, 8), (2, 6, 4, 4)))
+    r = rng.standard_normal((2, 6, 9, 8)).astype(F32)
+    calls = [
+        _C.bind_conv2d_dense(packed, x, c, 0.0, 6.0, [3, 3], [1, 1], [1] * 4, [1, 1], r),
+        _C.bind_dwconv(c, wd, None, d, (1, 1), (1, 1, 1, 1), (1, 1), -1.0, 1.0, None),
+        _C.bind_pool2d(d, p, "max", (2, 2), (2, 2), (0, 0, 0, 0), (1, 1)),
+    ]
+    chain = _C.Chain(calls)
+    assert len(chain) == 3
+    for _ in range(2):
+        x[...] = rng.standard_normal(x.shape)  # the bound memory is read afresh each call
+        chain()
+        want_c = np.empty_like(c)
+        _C.conv2d_dense(packed, x, want_c, 0.0, 6.0, [3, 3], [1, 1], [1] * 4, [1, 1], r)
+        want_d = dense.dwconv2d(want_c, wd, None, None, (1, 1), (1, 1, 1, 1), (1, 1), clamp=(-1.0, 1.0))
+        np.testing.assert_array_equal(c, want_c)
+        np.testing.assert_array_equal(d, want_d)
+        np.testing.assert_array_equal(p, pool_ref(want_d, "max", (2, 2), (2, 2), (0, 0, 0, 0), (1, 1)))
+    calls[2]()  # a BoundCall alone
+    with pytest.raises(ValueError, match="out has shape"):
+        _C.bind_pool2d(d, c, "max", (2, 2), (2, 2), (0, 0, 0, 0), (1, 1))
+    with pytest.raises(ValueError, match="overlap"):
+        _C.bind_conv2d_dense(packed, x, c, 0.0, 6.0, [3, 3], [1, 1], [1] * 4, [1, 1], c)
+    with pytest.raises(ValueError, match="None"):
+        _C.Chain([calls[0], None])

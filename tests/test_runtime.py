@@ -806,6 +806,40 @@ def test_conv_residual_fusion(rng, act, residual, bias, swap):
             np.testing.assert_allclose(s.run(feeds)["y"], want, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("split", [False, True])
+def test_kernel_steps_on_plan_buffers_run_as_one_chain(rng, split):
+    """Consecutive kernel steps reading and writing only the plan's buffers run as one _C.Chain (the
+    pools here; the conv too when the tuner keeps a kernel of ours): same numbers as the reference for
+    new inputs and batch sizes, run after run; a torch step between them splits the chain; profile()
+    still times every step."""
+    w = (rng.standard_normal((8, 4, 3, 3)) / 6).astype(np.float32)
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], pads=[1] * 4),
+        helper.make_node("MaxPool", ["c"], ["p1"], kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("AveragePool", ["p1"], ["p2" if split else "m"], kernel_shape=[3, 3], pads=[1] * 4),
+        *([helper.make_node("Sigmoid", ["p2"], ["m"])] if split else []),
+        helper.make_node("MaxPool", ["m"], ["p3"], kernel_shape=[3, 3], strides=[1, 1], pads=[1] * 4),
+        helper.make_node("AveragePool", ["p3"], ["p4"], kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("GlobalAveragePool", ["p4"], ["y"]),
+    ]
+    inits = [numpy_helper.from_array(w, "w")]
+    model = make(nodes, [vi("x", ["n", 4, 16, 16])], [vi("y", ["n", 8, 1, 1])], inits)
+    s = zeroskip.load(model, options={"min_buffer_bytes": 0, "cache": False})
+    for n in (1, 2, 1):
+        x = rng.standard_normal((n, 4, 16, 16)).astype(np.float32)
+        (want,) = reference(model, {"x": x})
+        for _ in range(3):
+            np.testing.assert_allclose(s.run({"x": x})["y"], want, rtol=1e-5, atol=1e-5)
+        plan = s.program.plan_for([torch.from_numpy(x)])
+        # The four pools (the global one makes the graph's output, a fresh tensor, not a buffer);
+        # Sigmoid runs on torch, so with it they are two chains.
+        assert plan.source.count("_chain") == (2 if split else 1)
+        assert plan.chained == 4
+        rows = plan.profile([torch.from_numpy(x)], repeat=2)
+        assert len(rows) == plan.steps
+        assert all(t >= 0 for _, t in rows)
+
+
 @pytest.mark.parametrize(
     ("activation", "lo", "hi"), [("", -np.inf, np.inf), ("relu", 0.0, np.inf), ("clip", -0.5, 0.5)]
 )

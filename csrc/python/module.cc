@@ -6,6 +6,8 @@
 #include <pybind11/stl.h>
 
 #include <cmath>
+#include <functional>
+#include <memory>
 #include <cstring>
 #include <optional>
 #include <string>
@@ -393,6 +395,144 @@ void def_sparse_ops(py::module_& m) {
         "(top, left, bottom, right), dilations (dh, dw).");
 }
 
+using Dims = std::vector<int64_t>;
+using Pair = std::pair<int64_t, int64_t>;
+using Quad = std::tuple<int64_t, int64_t, int64_t, int64_t>;
+using Call = std::function<void()>;
+
+// A kernel call on checked operands (empty when there is nothing to compute), and whether it is
+// large enough to run with the GIL released.
+struct Prepared {
+  Call fn;
+  bool release_gil;
+};
+
+void run_prepared(const Prepared& p) {
+  if (!p.fn) return;
+  if (!p.release_gil) return p.fn();
+  py::gil_scoped_release nogil;
+  p.fn();
+}
+
+// A Prepared call with the Python objects whose memory it reads and writes, kept alive with it.
+struct BoundCall {
+  Prepared p;
+  std::vector<py::object> keep;
+};
+
+std::shared_ptr<BoundCall> bound(Prepared p, std::vector<py::object> keep) {
+  return std::make_shared<BoundCall>(BoundCall{std::move(p), std::move(keep)});
+}
+
+struct Chain {
+  std::vector<std::shared_ptr<BoundCall>> calls;
+};
+
+// Checks a dense conv's operands and returns the call (see conv2d_dense).
+Prepared prep_conv2d_dense(const zs::PackedGemmLeft& w, const py::array& x, const py::array& out, float lo,
+                           float hi, const Dims& kernel_shape, const Dims& strides, const Dims& pads,
+                           const Dims& dilations, const std::optional<py::array>& residual) {
+  const zs::Conv2dShape s =
+      conv_args(int64_t(w.m()), int64_t(w.k()), x, out, kernel_shape, strides, pads, dilations);
+  if (!(lo <= hi)) throw py::value_error("clamp range is empty: min > max");
+  const float* rp = nullptr;
+  if (residual) {
+    f32_arg(*residual, "residual", false);
+    bool same = residual->ndim() == 4;
+    for (int i = 0; same && i < 4; ++i) same = residual->shape(i) == out.shape(i);
+    if (!same)
+      throw py::value_error("residual must have the output's shape " + shape_str(out) + ", got " +
+                            shape_str(*residual));
+    rp = static_cast<const float*>(residual->data());
+    const char *r0 = reinterpret_cast<const char*>(rp), *y0 = static_cast<const char*>(out.data());
+    if (out.size() > 0 && r0 < y0 + out.nbytes() && y0 < r0 + residual->nbytes())
+      throw py::value_error("residual must not overlap out (the GEMM keeps partial sums in out)");
+  }
+  const float* xp = static_cast<const float*>(x.data());
+  float* yp = static_cast<float*>(const_cast<void*>(out.data()));
+  const zs::PackedGemmLeft* wp = &w;
+  return {out.size() == 0 ? Call() : Call([=] { zs::conv2d_dense_f32(*wp, xp, yp, s, lo, hi, rp); }),
+          out.size() * (s.c * s.kh * s.kw + 1) >= kReleaseGil * 8};
+}
+
+// Checks pooling's operands and returns the call (see pool2d).
+Prepared prep_pool2d(const py::array& x, const py::array& out, const std::string& kind, Pair kernel,
+                     Pair strides, Quad pads, Pair dilations) {
+  zs::PoolKind k;
+  if (kind == "max") {
+    k = zs::PoolKind::kMax;
+  } else if (kind == "avg") {
+    k = zs::PoolKind::kAvg;
+  } else if (kind == "avg_include_pad") {
+    k = zs::PoolKind::kAvgIncludePad;
+  } else {
+    throw py::value_error("kind must be 'max', 'avg' or 'avg_include_pad', got '" + kind + "'");
+  }
+  const float* xp = f32_arg(x, "x", false);
+  float* yp = const_cast<float*>(f32_arg(out, "out", true));
+  if (x.ndim() != 4) throw py::value_error("x must be 4-D (N, C, H, W), got shape " + shape_str(x));
+  const auto [kh, kw] = kernel;
+  const auto [sh, sw] = strides;
+  const auto [pt, pl, pb, pr] = pads;
+  const auto [dh, dw] = dilations;
+  check_window(kh, kw, sh, sw, pt, pl, pb, pr, dh, dw, "kernel");
+  const int64_t n = x.shape(0), c = x.shape(1), h = x.shape(2), w = x.shape(3);
+  // Windows may not start in the end padding (ONNX requires pad < kernel); an output needs a tap.
+  if (pt >= dh * (kh - 1) + 1 || pb >= dh * (kh - 1) + 1 || pl >= dw * (kw - 1) + 1 ||
+      pr >= dw * (kw - 1) + 1)
+    throw py::value_error("pads must be smaller than the (dilated) kernel, got " +
+                          dims_str({pt, pl, pb, pr}));
+  const int64_t oh = zs::conv_out_size(h, kh, sh, pt, pb, dh), ow = zs::conv_out_size(w, kw, sw, pl, pr, dw);
+  if (oh < 1 || ow < 1) throw py::value_error("the pooling window does not fit the input " + shape_str(x));
+  if (out.ndim() != 4 || out.shape(0) != n || out.shape(1) != c || out.shape(2) != oh || out.shape(3) != ow)
+    throw py::value_error("out has shape " + shape_str(out) + ", expected " + dims_str({n, c, oh, ow}));
+  if (overlaps(x, out)) throw py::value_error("out must not share memory with x");
+  const zs::Pool2dShape s{n * c, h, w, kh, kw, sh, sw, pt, pl, pb, pr, dh, dw, oh, ow};
+  return {out.size() == 0 ? Call() : Call([=] { zs::pool2d_f32(xp, yp, s, k); }), true};
+}
+
+// Checks a depthwise conv's operands and returns the call (see dwconv).
+Prepared prep_dwconv(const py::array& x, const py::array& w, const std::optional<py::array>& bias,
+                     const py::array& out, Pair strides, Quad pads, Pair dilations, float lo, float hi,
+                     const std::optional<std::string>& isa) {
+  const zs::DenseOps& ops = dense_pick(isa);
+  const float* xp = f32_arg(x, "x", false);
+  const float* wp = f32_arg(w, "w", false);
+  float* yp = const_cast<float*>(f32_arg(out, "out", true));
+  if (x.ndim() != 4) throw py::value_error("x must be 4-D (N, C, H, W), got shape " + shape_str(x));
+  const int64_t n = x.shape(0), c = x.shape(1), h = x.shape(2), wd = x.shape(3);
+  if (w.ndim() != 4 || w.shape(0) != c || w.shape(1) != 1 || w.shape(2) < 1 || w.shape(3) < 1)
+    throw py::value_error("w has shape " + shape_str(w) + ", expected (" + std::to_string(c) +
+                          ", 1, KH, KW) with KH, KW >= 1");
+  const int64_t kh = w.shape(2), kw = w.shape(3);
+  const auto [sh, sw] = strides;
+  const auto [pt, pl, pb, pr] = pads;
+  const auto [dh, dw] = dilations;
+  check_window(kh, kw, sh, sw, pt, pl, pb, pr, dh, dw, nullptr);  // w's shape was checked above
+  const int64_t oh = static_cast<int64_t>(
+      zs::dwconv_out_size(size_t(h), size_t(kh), size_t(sh), size_t(pt), size_t(pb), size_t(dh)));
+  const int64_t ow = static_cast<int64_t>(
+      zs::dwconv_out_size(size_t(wd), size_t(kw), size_t(sw), size_t(pl), size_t(pr), size_t(dw)));
+  if (out.ndim() != 4 || out.shape(0) != n || out.shape(1) != c || out.shape(2) != oh || out.shape(3) != ow)
+    throw py::value_error("out has shape " + shape_str(out) + ", expected " + dims_str({n, c, oh, ow}));
+  const float* bp = nullptr;
+  if (bias) {
+    bp = f32_arg(*bias, "bias", false);
+    if (bias->ndim() != 1 || bias->shape(0) != c)
+      throw py::value_error("bias has shape " + shape_str(*bias) + ", expected (" + std::to_string(c) + ",)");
+    if (overlaps(*bias, out)) throw py::value_error("out must not share memory with bias");
+  }
+  if (overlaps(x, out)) throw py::value_error("out must not share memory with x");
+  if (overlaps(w, out)) throw py::value_error("out must not share memory with w");
+  if (!(lo <= hi)) throw py::value_error("clamp range is empty: min > max");
+  const zs::DwConvShape s{size_t(n),  size_t(c),  size_t(h),  size_t(wd), size_t(kh), size_t(kw),
+                          size_t(sh), size_t(sw), size_t(pt), size_t(pl), size_t(pb), size_t(pr),
+                          size_t(dh), size_t(dw), size_t(oh), size_t(ow)};
+  const zs::DenseOps* opp = &ops;
+  return {out.size() == 0 ? Call() : Call([=] { zs::dwconv2d_f32(*opp, xp, wp, bp, yp, s, lo, hi); }),
+          out.size() * kh * kw >= kReleaseGil * 8};
+}
+
 PYBIND11_MODULE(_C, m) {
   m.doc() = "zeroskip C++ kernels (no torch, no CUDA calls at import)";
   py::register_exception<zs::FormatError>(m, "FormatError", PyExc_ValueError);
@@ -639,36 +779,25 @@ PYBIND11_MODULE(_C, m) {
       .def_property_readonly("isa", [](const zs::PackedGemmLeft& p) { return zs::isa_name(p.ops().isa); })
       .def_property_readonly("nbytes", &zs::PackedGemmLeft::bytes);
   m.def("conv2d_dense", [](const zs::PackedGemmLeft& w, const py::array& x, const py::array& out, float lo, float hi,
-                           const std::vector<int64_t>& kernel_shape, const std::vector<int64_t>& strides,
-                           const std::vector<int64_t>& pads, const std::vector<int64_t>& dilations,
+                           const Dims& kernel_shape, const Dims& strides, const Dims& pads, const Dims& dilations,
                            const std::optional<py::array>& residual) {
-    const zs::Conv2dShape s = conv_args(int64_t(w.m()), int64_t(w.k()), x, out, kernel_shape, strides, pads,
-                                        dilations);
-    if (!(lo <= hi)) throw py::value_error("clamp range is empty: min > max");
-    const float* rp = nullptr;
-    if (residual) {
-      f32_arg(*residual, "residual", false);
-      bool same = residual->ndim() == 4;
-      for (int i = 0; same && i < 4; ++i) same = residual->shape(i) == out.shape(i);
-      if (!same)
-        throw py::value_error("residual must have the output's shape " + shape_str(out) + ", got " +
-                              shape_str(*residual));
-      rp = static_cast<const float*>(residual->data());
-      const char *r0 = reinterpret_cast<const char*>(rp), *y0 = static_cast<const char*>(out.data());
-      if (out.size() > 0 && r0 < y0 + out.nbytes() && y0 < r0 + residual->nbytes())
-        throw py::value_error("residual must not overlap out (the GEMM keeps partial sums in out)");
-    }
-    if (out.size() == 0) return;
-    const float* xp = static_cast<const float*>(x.data());
-    float* yp = static_cast<float*>(const_cast<void*>(out.data()));
-    if (out.size() * (s.c * s.kh * s.kw + 1) < kReleaseGil * 8) return zs::conv2d_dense_f32(w, xp, yp, s, lo, hi, rp);
-    py::gil_scoped_release nogil;
-    zs::conv2d_dense_f32(w, xp, yp, s, lo, hi, rp);
+    run_prepared(prep_conv2d_dense(w, x, out, lo, hi, kernel_shape, strides, pads, dilations, residual));
   }, py::arg("w"), py::arg("x"), py::arg("out"), py::arg("clamp_min"), py::arg("clamp_max"),
         py::arg("kernel_shape"), py::arg("strides"), py::arg("pads"), py::arg("dilations"),
         py::arg("residual") = py::none(),
         "Conv2d (NCHW, groups 1) with a packed dense weight: out (B, Cout, OH, OW) = clamp(conv(x) + bias\n"
         "+ residual), residual (optional) of out's shape and not overlapping it.");
+  m.def("bind_conv2d_dense", [](const py::object& w, const py::array& x, const py::array& out, float lo, float hi,
+                                const Dims& kernel_shape, const Dims& strides, const Dims& pads,
+                                const Dims& dilations, const std::optional<py::array>& residual) {
+    Prepared p = prep_conv2d_dense(w.cast<const zs::PackedGemmLeft&>(), x, out, lo, hi, kernel_shape, strides, pads,
+                                   dilations, residual);
+    return bound(std::move(p), {w, x, out, residual ? py::object(*residual) : py::object(py::none())});
+  }, py::arg("w"), py::arg("x"), py::arg("out"), py::arg("clamp_min"), py::arg("clamp_max"),
+        py::arg("kernel_shape"), py::arg("strides"), py::arg("pads"), py::arg("dilations"),
+        py::arg("residual") = py::none(),
+        "conv2d_dense's operands, checked as it checks them, bound into a BoundCall that runs it on them\n"
+        "(for Chain: a plan's steps whose buffers stay put).");
   m.def("gemm", [](const zs::PackedGemm& w, const py::array& x, const py::array& out, float lo, float hi,
                    const std::string& act) {
     zs::GemmAct a;
@@ -701,88 +830,51 @@ PYBIND11_MODULE(_C, m) {
   }, py::arg("w"), py::arg("x"), py::arg("out"), py::arg("clamp_min") = -INFINITY, py::arg("clamp_max") = INFINITY,
         py::arg("activation") = "",
         "Dense Linear on a packed weight: out = clamp(act(x @ w.T + bias)); x (..., K), out (..., N).");
-  m.def("pool2d", [](const py::array& x, const py::array& out, const std::string& kind,
-                     std::pair<int64_t, int64_t> kernel, std::pair<int64_t, int64_t> strides,
-                     std::tuple<int64_t, int64_t, int64_t, int64_t> pads, std::pair<int64_t, int64_t> dilations) {
-    zs::PoolKind k;
-    if (kind == "max") {
-      k = zs::PoolKind::kMax;
-    } else if (kind == "avg") {
-      k = zs::PoolKind::kAvg;
-    } else if (kind == "avg_include_pad") {
-      k = zs::PoolKind::kAvgIncludePad;
-    } else {
-      throw py::value_error("kind must be 'max', 'avg' or 'avg_include_pad', got '" + kind + "'");
-    }
-    const float* xp = f32_arg(x, "x", false);
-    float* yp = const_cast<float*>(f32_arg(out, "out", true));
-    if (x.ndim() != 4) throw py::value_error("x must be 4-D (N, C, H, W), got shape " + shape_str(x));
-    const auto [kh, kw] = kernel;
-    const auto [sh, sw] = strides;
-    const auto [pt, pl, pb, pr] = pads;
-    const auto [dh, dw] = dilations;
-    check_window(kh, kw, sh, sw, pt, pl, pb, pr, dh, dw, "kernel");
-    const int64_t n = x.shape(0), c = x.shape(1), h = x.shape(2), w = x.shape(3);
-    // Windows may not start in the end padding (ONNX requires pad < kernel); an output needs a tap.
-    if (pt >= dh * (kh - 1) + 1 || pb >= dh * (kh - 1) + 1 || pl >= dw * (kw - 1) + 1 || pr >= dw * (kw - 1) + 1)
-      throw py::value_error("pads must be smaller than the (dilated) kernel, got " + dims_str({pt, pl, pb, pr}));
-    const int64_t oh = zs::conv_out_size(h, kh, sh, pt, pb, dh), ow = zs::conv_out_size(w, kw, sw, pl, pr, dw);
-    if (oh < 1 || ow < 1) throw py::value_error("the pooling window does not fit the input " + shape_str(x));
-    if (out.ndim() != 4 || out.shape(0) != n || out.shape(1) != c || out.shape(2) != oh || out.shape(3) != ow)
-      throw py::value_error("out has shape " + shape_str(out) + ", expected " + dims_str({n, c, oh, ow}));
-    if (overlaps(x, out)) throw py::value_error("out must not share memory with x");
-    const zs::Pool2dShape s{n * c, h, w, kh, kw, sh, sw, pt, pl, pb, pr, dh, dw, oh, ow};
-    if (out.size() == 0) return;
-    py::gil_scoped_release nogil;
-    zs::pool2d_f32(xp, yp, s, k);
+  m.def("pool2d", [](const py::array& x, const py::array& out, const std::string& kind, Pair kernel, Pair strides,
+                     Quad pads, Pair dilations) {
+    run_prepared(prep_pool2d(x, out, kind, kernel, strides, pads, dilations));
   }, py::arg("x"), py::arg("out"), py::arg("kind"), py::arg("kernel"), py::arg("strides"), py::arg("pads"),
         py::arg("dilations"),
         "2-D pooling, NCHW float32: kind 'max', 'avg' (divide by the taps inside the image) or "
         "'avg_include_pad' (by KH * KW); zero-free padding (top, left, bottom, right), no ceil mode.");
+  m.def("bind_pool2d", [](const py::array& x, const py::array& out, const std::string& kind, Pair kernel,
+                          Pair strides, Quad pads, Pair dilations) {
+    return bound(prep_pool2d(x, out, kind, kernel, strides, pads, dilations), {x, out});
+  }, py::arg("x"), py::arg("out"), py::arg("kind"), py::arg("kernel"), py::arg("strides"), py::arg("pads"),
+        py::arg("dilations"), "pool2d's operands, checked as it checks them, bound into a BoundCall.");
   m.def("dwconv", [](const py::array& x, const py::array& w, const std::optional<py::array>& bias,
-                     const py::array& out, std::pair<int64_t, int64_t> strides,
-                     std::tuple<int64_t, int64_t, int64_t, int64_t> pads, std::pair<int64_t, int64_t> dilations,
-                     float lo, float hi, const std::optional<std::string>& isa) {
-    const zs::DenseOps& ops = dense_pick(isa);
-    const float* xp = f32_arg(x, "x", false);
-    const float* wp = f32_arg(w, "w", false);
-    float* yp = const_cast<float*>(f32_arg(out, "out", true));
-    if (x.ndim() != 4) throw py::value_error("x must be 4-D (N, C, H, W), got shape " + shape_str(x));
-    const int64_t n = x.shape(0), c = x.shape(1), h = x.shape(2), wd = x.shape(3);
-    if (w.ndim() != 4 || w.shape(0) != c || w.shape(1) != 1 || w.shape(2) < 1 || w.shape(3) < 1)
-      throw py::value_error("w has shape " + shape_str(w) + ", expected (" + std::to_string(c) +
-                            ", 1, KH, KW) with KH, KW >= 1");
-    const int64_t kh = w.shape(2), kw = w.shape(3);
-    const auto [sh, sw] = strides;
-    const auto [pt, pl, pb, pr] = pads;
-    const auto [dh, dw] = dilations;
-    check_window(kh, kw, sh, sw, pt, pl, pb, pr, dh, dw, nullptr);  // w's shape was checked above
-    const int64_t oh = static_cast<int64_t>(zs::dwconv_out_size(size_t(h), size_t(kh), size_t(sh), size_t(pt),
-                                                                 size_t(pb), size_t(dh)));
-    const int64_t ow = static_cast<int64_t>(zs::dwconv_out_size(size_t(wd), size_t(kw), size_t(sw), size_t(pl),
-                                                                 size_t(pr), size_t(dw)));
-    if (out.ndim() != 4 || out.shape(0) != n || out.shape(1) != c || out.shape(2) != oh || out.shape(3) != ow)
-      throw py::value_error("out has shape " + shape_str(out) + ", expected " + dims_str({n, c, oh, ow}));
-    const float* bp = nullptr;
-    if (bias) {
-      bp = f32_arg(*bias, "bias", false);
-      if (bias->ndim() != 1 || bias->shape(0) != c)
-        throw py::value_error("bias has shape " + shape_str(*bias) + ", expected (" + std::to_string(c) + ",)");
-      if (overlaps(*bias, out)) throw py::value_error("out must not share memory with bias");
-    }
-    if (overlaps(x, out)) throw py::value_error("out must not share memory with x");
-    if (overlaps(w, out)) throw py::value_error("out must not share memory with w");
-    if (!(lo <= hi)) throw py::value_error("clamp range is empty: min > max");
-    const zs::DwConvShape s{size_t(n), size_t(c), size_t(h), size_t(wd), size_t(kh), size_t(kw),
-                            size_t(sh), size_t(sw), size_t(pt), size_t(pl), size_t(pb), size_t(pr),
-                            size_t(dh), size_t(dw), size_t(oh), size_t(ow)};
-    if (out.size() == 0) return;
-    if (out.size() * kh * kw < kReleaseGil * 8) return zs::dwconv2d_f32(ops, xp, wp, bp, yp, s, lo, hi);
-    py::gil_scoped_release nogil;
-    zs::dwconv2d_f32(ops, xp, wp, bp, yp, s, lo, hi);
+                     const py::array& out, Pair strides, Quad pads, Pair dilations, float lo, float hi,
+                     const std::optional<std::string>& isa) {
+    run_prepared(prep_dwconv(x, w, bias, out, strides, pads, dilations, lo, hi, isa));
   }, py::arg("x"), py::arg("w"), py::arg("bias"), py::arg("out"), py::arg("strides"), py::arg("pads"),
         py::arg("dilations"), py::arg("clamp_min") = -INFINITY, py::arg("clamp_max") = INFINITY,
         py::arg("isa") = py::none(),
         "Depthwise conv2d, NCHW: out = clamp(conv(x, w, groups=C) + bias); x (N, C, H, W), w (C, 1, KH, KW), "
         "out (N, C, OH, OW), zero padding (top, left, bottom, right).");
+  m.def("bind_dwconv", [](const py::array& x, const py::array& w, const std::optional<py::array>& bias,
+                          const py::array& out, Pair strides, Quad pads, Pair dilations, float lo, float hi,
+                          const std::optional<std::string>& isa) {
+    return bound(prep_dwconv(x, w, bias, out, strides, pads, dilations, lo, hi, isa),
+                 {x, w, bias ? py::object(*bias) : py::object(py::none()), out});
+  }, py::arg("x"), py::arg("w"), py::arg("bias"), py::arg("out"), py::arg("strides"), py::arg("pads"),
+        py::arg("dilations"), py::arg("clamp_min") = -INFINITY, py::arg("clamp_max") = INFINITY,
+        py::arg("isa") = py::none(), "dwconv's operands, checked as it checks them, bound into a BoundCall.");
+  py::class_<BoundCall, std::shared_ptr<BoundCall>>(m, "BoundCall",
+                                                    "One kernel call bound to its operands (bind_*); calling it runs it.")
+      .def("__call__", [](const BoundCall& c) { run_prepared(c.p); });
+  py::class_<Chain>(m, "Chain",
+                    "BoundCalls run in order by one call, with the GIL released once: a plan's run of kernel\n"
+                    "steps whose inputs and outputs are its own buffers.")
+      .def(py::init([](std::vector<std::shared_ptr<BoundCall>> calls) {
+             for (const auto& b : calls)
+               if (!b) throw py::value_error("Chain: a call is None");
+             return Chain{std::move(calls)};
+           }),
+           py::arg("calls"))
+      .def("__len__", [](const Chain& c) { return c.calls.size(); })
+      .def("__call__", [](const Chain& c) {
+        py::gil_scoped_release nogil;
+        for (const auto& b : c.calls)
+          if (b->p.fn) b->p.fn();
+      });
 }

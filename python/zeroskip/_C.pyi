@@ -216,3 +216,49 @@ def cuda_gemm_sp24(
     device: int,
     stream: int,
 ) -> None: ...
+
+class BoundCall:
+    """One kernel call bound to its operands (bind_*); calling it runs it."""
+
+    def __call__(self) -> None: ...
+
+class Chain:
+    """BoundCalls run in order by one call, with the GIL released once."""
+
+    def __init__(self, calls: Sequence[BoundCall]) -> None: ...
+    def __len__(self) -> int: ...
+    def __call__(self) -> None: ...
+
+def bind_conv2d_dense(
+    w: DenseConvWeight,
+    x: np.ndarray,
+    out: np.ndarray,
+    clamp_min: float,
+    clamp_max: float,
+    kernel_shape: Sequence[int],
+    strides: Sequence[int],
+    pads: Sequence[int],
+    dilations: Sequence[int],
+    residual: np.ndarray | None = None,
+) -> BoundCall: ...
+def bind_pool2d(
+    x: np.ndarray,
+    out: np.ndarray,
+    kind: str,
+    kernel: Sequence[int],
+    strides: Sequence[int],
+    pads: Sequence[int],
+    dilations: Sequence[int],
+) -> BoundCall: ...
+def bind_dwconv(
+    x: np.ndarray,
+    w: np.ndarray,
+    bias: np.ndarray | None,
+    out: np.ndarray,
+    strides: tuple[int, int],
+    pads: tuple[int, int, int, int],
+    dilations: tuple[int, int],
+    clamp_min: float = ...,
+    clamp_max: float = ...,
+    isa: str | None = None,
+) -> BoundCall: ...

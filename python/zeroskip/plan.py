@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from zeroskip import ops
+from zeroskip import _C, ops
 from zeroskip.dtypes import from_torch, to_torch
 from zeroskip.errors import InputError, ModelError, UnsupportedOpError, ZeroskipError
 from zeroskip.ir import Graph, Node, Value, fold_batchnorm, fold_constants, remove_dead_nodes
@@ -509,6 +509,29 @@ def _fixed_view(st: Step, args: list[str], fixed: Mapping[int, str], ns: Mapping
     return r
 
 
+def _bind_native(spec: Any, st: Step, out: torch.Tensor, fixed: dict[int, str], ns: dict[str, Any]) -> Any:
+    """The step's kernel call bound to its buffers (see cpu_kernels._native), or None: when the runner
+    has no such call, or an input is not one of the plan's fixed, contiguous float32 tensors (a feed,
+    a value made anew each run), or the kernel refuses the operands (r overlapping out...)."""
+    native = getattr(spec, "native", None)
+    if native is None:
+        return None
+    positions, bind = native
+    tensors = [out]
+    for p in positions:
+        v = st.inputs[p] if p < len(st.inputs) else None
+        t = ns[fixed[v]] if v is not None and v in fixed else None
+        if not isinstance(t, torch.Tensor) or t.dtype != torch.float32 or not t.is_contiguous():
+            return None
+        tensors.append(t)
+    if out.dtype != torch.float32 or not out.is_contiguous():
+        return None
+    try:
+        return bind(*(t.numpy() for t in tensors))
+    except (ValueError, TypeError, RuntimeError):
+        return None
+
+
 def _time_plans(plans: Sequence[Plan], feeds: Sequence[torch.Tensor], budget: float = 1.0) -> list[float]:
     """Median seconds per run of each plan on `feeds`: one warm-up run each, then rounds that alternate
     their order, at least 3 and up to 7, while `budget` seconds last."""
@@ -630,7 +653,22 @@ class Plan:
         fixed: dict[int, str] = {}  # values that are the same tensor object every run -> its name in ns
         self.buffers = 0
         self.buffer_bytes = 0
+        # Consecutive kernel steps that read and write only the plan's own buffers run as one
+        # _C.Chain, called on the first one's line (the others' lines only name their outputs):
+        # one Python call and one GIL release for the run, not one per step. `plain` keeps each
+        # step's own call, line for line, for profile().
+        chain: list[Any] = []
+        chain_name = ""
+        plain: dict[int, str] = {}
+
+        def close_chain() -> None:
+            nonlocal chain
+            if chain:
+                ns[chain_name] = _C.Chain(chain)
+            chain = []
+
         for i, st in enumerate(live_steps):
+            joined = False
             args = []
             for p, x in enumerate(st.inputs):
                 if x is None:
@@ -672,7 +710,19 @@ class Plan:
                 fixed[y] = bn
                 if spec is not None:  # a prepared runner's run_out (see _pooled_special)
                     ns[fn] = spec.run_out
-                    lines.append(f"    {fn}({', '.join([bn, *args])}); {outs[0]} = {bn}")
+                    line = f"    {fn}({', '.join([bn, *args])}); {outs[0]} = {bn}"
+                    bound = _bind_native(spec, st, ns[bn], fixed, ns)
+                    if bound is None:
+                        lines.append(line)
+                    else:
+                        if not chain:
+                            chain_name = f"_chain{st.index}"
+                            lines.append(f"    {chain_name}(); {outs[0]} = {bn}")
+                        else:
+                            lines.append(f"    {outs[0]} = {bn}")
+                        plain[len(lines)] = line
+                        chain.append(bound)
+                        joined = True
                 else:
                     ns[fn] = st.opdef.out_fn
                     lines.append(f"    {fn}({', '.join([bn, *args, *kws])}); {outs[0]} = {bn}")
@@ -695,6 +745,8 @@ class Plan:
                 else:
                     lines.append(f"    {', '.join(outs)}, *_r = {call}")
             line_step[len(lines)] = st
+            if not joined:
+                close_chain()
             # Free what dies here: buffers go back to the pool, other values are dropped.
             for gid in dies_at.get(i, ()):
                 for key, buf in held.pop(gid, ()):
@@ -709,12 +761,15 @@ class Plan:
             ]
             if drop:
                 lines.append(f"    del {', '.join(sorted(drop))}")
+        close_chain()
         rets = []
         self.copied_outputs = [find(v) in tainted or v in external for v in prog.output_ids]
         for v, copy in zip(prog.output_ids, self.copied_outputs):
             rets.append(f"{name(v)}.clone()" if copy else name(v))
         lines.append(f"    return [{', '.join(rets)}]")
         self.source = "\n".join(lines) + "\n"
+        self.chained = sum(1 for k in plain)  # steps run inside a _C.Chain
+        self._plain_source = "\n".join(plain.get(k, line) for k, line in enumerate(lines, start=1)) + "\n"
         Plan._counter += 1
         filename = f"<zeroskip plan {Plan._counter}>"
         linecache.cache[filename] = (len(self.source), None, self.source.splitlines(True), filename)
@@ -731,7 +786,7 @@ class Plan:
         if self._profiled is None:
             out = []
             marks = 0
-            for k, line in enumerate(self.source.splitlines(), start=1):
+            for k, line in enumerate(self._plain_source.splitlines(), start=1):
                 out.append(line)
                 if k == 1:
                     out.append("    _t = [_pc()]")

@@ -256,6 +256,7 @@ def depthwise_conv(
     def run_out(out: torch.Tensor, x: torch.Tensor, *_: Any) -> None:
         conv(xv(x), w_np, b_np, ov(out), st, pd, dl, lo, hi, None)
 
+    _native(run, (0,), lambda out, x: _C.bind_dwconv(x, w_np, b_np, out, st, pd, dl, lo, hi, None))
     return _with_out(run, run_out, out_shape)
 
 
@@ -340,6 +341,13 @@ def _packed_on_first_call(cls: Any, w2: torch.Tensor, bias: torch.Tensor | None)
         return packed[0]
 
     return weight
+
+
+def _native(run: Any, inputs: tuple[int, ...], bind: Any) -> None:
+    """Marks a runner whose run_out(out, *args) is one kernel call: `bind(out, *tensors)` on numpy arrays,
+    the tensors being args[i] for i in `inputs`, returns that call bound to them (_C.BoundCall), which a
+    plan runs with its neighbours in one _C.Chain when they are all its own buffers (Plan)."""
+    run.native = (inputs, bind)
 
 
 def _with_out(run: Any, run_out: Any, out_shape: tuple[int, ...]) -> Any:
@@ -571,9 +579,14 @@ def conv_dense_gemm(
                 return
             conv(weight(), xv(x), ov(out), rlo, rhi, ks, st, pd, dl, rv(r.contiguous()))
 
+        def bind_r(out: np.ndarray, x: np.ndarray, r: np.ndarray) -> Any:
+            return _C.bind_conv2d_dense(weight(), x, out, rlo, rhi, ks, st, pd, dl, r)
+
+        _native(run_r, (0, 3), bind_r)
         return _with_out(run_r, run_out_r, out_shape)
 
     run.with_residual = with_residual
+    _native(run, (0,), lambda out, x: _C.bind_conv2d_dense(weight(), x, out, lo, hi, ks, st, pd, dl))
     return _with_out(run, run_out, out_shape)
 
 
@@ -613,6 +626,7 @@ def pool2d(
         else:
             pool(xv(x), ov(out), kind, ks, st, pd, dl)
 
+    _native(run, (0,), lambda out, x: _C.bind_pool2d(x, out, kind, ks, st, pd, dl))
     return _with_out(run, run_out, out_shape)
 
 
