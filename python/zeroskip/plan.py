@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from zeroskip import _C, ops
+from zeroskip import ops
 from zeroskip.dtypes import from_torch, to_torch
 from zeroskip.errors import InputError, ModelError, UnsupportedOpError, ZeroskipError
 from zeroskip.ir import Graph, Node, Value, fold_batchnorm, fold_constants, remove_dead_nodes
@@ -653,10 +653,10 @@ class Plan:
         fixed: dict[int, str] = {}  # values that are the same tensor object every run -> its name in ns
         self.buffers = 0
         self.buffer_bytes = 0
-        # Consecutive kernel steps that read and write only the plan's own buffers run as one
-        # _C.Chain, called on the first one's line (the others' lines only name their outputs):
-        # one Python call and one GIL release for the run, not one per step. `plain` keeps each
-        # step's own call, line for line, for profile().
+        # Consecutive kernel steps that read and write only the plan's own buffers run as one chain
+        # (cpu_kernels.chain), called on the first one's line (the others' lines only name their
+        # outputs): one Python call and one GIL release for the run, not one per step. `plain`
+        # keeps each step's own call, line for line, for profile().
         chain: list[Any] = []
         chain_name = ""
         plain: dict[int, str] = {}
@@ -664,7 +664,7 @@ class Plan:
         def close_chain() -> None:
             nonlocal chain
             if chain:
-                ns[chain_name] = _C.Chain(chain)
+                ns[chain_name] = cpu_kernels.chain(chain)
             chain = []
 
         for i, st in enumerate(live_steps):
@@ -768,7 +768,7 @@ class Plan:
             rets.append(f"{name(v)}.clone()" if copy else name(v))
         lines.append(f"    return [{', '.join(rets)}]")
         self.source = "\n".join(lines) + "\n"
-        self.chained = sum(1 for k in plain)  # steps run inside a _C.Chain
+        self.chained = len(plain)  # steps run inside a chain
         self._plain_source = "\n".join(plain.get(k, line) for k, line in enumerate(lines, start=1)) + "\n"
         Plan._counter += 1
         filename = f"<zeroskip plan {Plan._counter}>"

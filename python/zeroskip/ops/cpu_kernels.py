@@ -350,6 +350,11 @@ def _native(run: Any, inputs: tuple[int, ...], bind: Any) -> None:
     run.native = (inputs, bind)
 
 
+def chain(calls: list[Any]) -> Any:
+    """BoundCalls (see _native) as one callable that runs them in order: _C.Chain."""
+    return _C.Chain(calls)
+
+
 def _with_out(run: Any, run_out: Any, out_shape: tuple[int, ...]) -> Any:
     """`run` with its variant that writes into a given float32 tensor of `out_shape`'s size (a plan's
     pooled buffer) attached as run.run_out, and that shape as run.out_shape."""
