@@ -443,10 +443,9 @@ Prepared prep_conv2d_dense(const zs::PackedGemmLeft& w, const py::array& x, cons
     if (!same)
       throw py::value_error("residual must have the output's shape " + shape_str(out) + ", got " +
                             shape_str(*residual));
-    rp = static_cast<const float*>(residual->data());
-    const char *r0 = reinterpret_cast<const char*>(rp), *y0 = static_cast<const char*>(out.data());
-    if (out.size() > 0 && r0 < y0 + out.nbytes() && y0 < r0 + residual->nbytes())
+    if (overlaps(*residual, out))
       throw py::value_error("residual must not overlap out (the GEMM keeps partial sums in out)");
+    rp = static_cast<const float*>(residual->data());
   }
   const float* xp = static_cast<const float*>(x.data());
   float* yp = static_cast<float*>(const_cast<void*>(out.data()));

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextvars
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -237,6 +238,16 @@ ONEDNN = "dense/onednn"
 _ACTIVATION_ATTRS = ("activation", "clip_min", "clip_max")
 
 
+def _act_bounds(attrs: Mapping[str, Any]) -> tuple[float, float] | None:
+    """The clamp a fused activation applies (Relu: 0, inf; Clip: its bounds), None without one."""
+    activation = attrs.get("activation", "")
+    if not activation:
+        return None
+    if activation == "clip":
+        return attrs.get("clip_min", -math.inf), attrs.get("clip_max", math.inf)
+    return 0.0, math.inf
+
+
 def _conv_prepare(shapes: list[Any], consts: list[Any], **attrs: Any) -> Any:
     """A 2-D Conv with constant weights, bound once per input shape: one torch call per run. With
     residual=1 (zeroskip::Conv's fused Add), the candidates compute the plain conv and the chosen one
@@ -248,11 +259,7 @@ def _conv_prepare(shapes: list[Any], consts: list[Any], **attrs: Any) -> Any:
         offer = _conv_prepare(shapes[:3], consts[:3], **attrs)
         if offer is None:
             return None
-        activation = act.get("activation", "")
-        lo, hi = {
-            "relu": (0.0, math.inf),
-            "clip": (act.get("clip_min", -math.inf), act.get("clip_max", math.inf)),
-        }.get(activation, (-math.inf, math.inf))
+        lo, hi = _act_bounds(act) or (-math.inf, math.inf)
         offer.finish = lambda fn: cpu_kernels.add_residual(fn, lo, hi)
         return offer
     xs, W = shapes[0], consts[1]
@@ -272,8 +279,9 @@ def _conv_prepare(shapes: list[Any], consts: list[Any], **attrs: Any) -> Any:
         return None
     stride, dil, pad = tuple(strides or (1, 1)), tuple(dilations or (1, 1)), tuple(begin)
     conv = F.conv2d
-    if activation:
-        lo, hi = (clip_min, clip_max) if activation == "clip" else (0.0, None)
+    bounds = _act_bounds(attrs)
+    if bounds is not None:
+        lo, hi = bounds
 
         def plain(X: Tensor, *_: Any) -> Tensor:
             return conv(X, W, B, stride, pad, dil, group).clamp_(lo, hi)
@@ -283,7 +291,6 @@ def _conv_prepare(shapes: list[Any], consts: list[Any], **attrs: Any) -> Any:
         def plain(X: Tensor, *_: Any) -> Tensor:
             return conv(X, W, B, stride, pad, dil, group)
 
-    bounds = (clip_min, clip_max) if activation == "clip" else (0.0, math.inf) if activation else None
     dense = [("dense/torch", plain)]
     onednn = None
     if not NCHW_ONLY.get():
