@@ -987,6 +987,23 @@ def test_small_batch_linear_kernel_matches_torch(rng, rows, relu, with_bias):
     assert cpu_kernels.linear_small(wt, b, (17, 70), relu) is None  # too many rows for the kernel
 
 
+def test_gemv_is_offered_past_four_rows_only_for_weights_that_stay_in_cache():
+    """The GEMV kernel reads the weight once per 4 rows: past 4 rows a large weight would come from
+    memory several times in a model, which the planner's per-op timing (weight hot) does not see."""
+    from zeroskip.ops import cpu_kernels
+
+    if not cpu_kernels.available():
+        pytest.skip("the dense kernels are not in this build")
+    small = torch.zeros((64, 256))  # 64 KB
+    big = torch.zeros((1024, 256))  # 1 MB
+    assert big.numel() * 4 > cpu_kernels.GEMV_REREAD_BYTES >= small.numel() * 4
+    for rows in (1, 4):
+        assert cpu_kernels.linear_small(big, None, (rows, 256), False) is not None
+    for rows in (5, 8, 16):
+        assert cpu_kernels.linear_small(big, None, (rows, 256), False) is None
+        assert cpu_kernels.linear_small(small, None, (rows, 256), False) is not None
+
+
 def test_gelu_and_softmax_wrappers_match_torch(rng):
     from zeroskip.ops import cpu_kernels
 

@@ -39,9 +39,14 @@ def available() -> bool:
 
 
 _HAVE = available()
-# Rows up to which the GEMV kernel is offered as a Linear candidate (it streams the weight once per 4
-# rows); the planner times it against torch's linear and keeps the faster.
+# Rows up to which the GEMV kernel is offered as a Linear candidate; the planner times it against
+# torch's linear and keeps the faster.
 SMALL_M = 16
+# The GEMV kernel reads the weight once per 4 rows. The planner times each op on its own, with the weight
+# hot in cache; in a model whose weights outgrow the cache every extra pass comes from memory, which the
+# timing never sees (mlp2048 at batch 8: 1.2 ms per layer in the model, 0.7 timed alone). So past 4 rows
+# it is offered only for weights that stay in L2.
+GEMV_REREAD_BYTES = 1 << 19
 
 
 def gelu(x: torch.Tensor, approximate: str = "none") -> torch.Tensor:
@@ -262,12 +267,15 @@ def depthwise_conv(
 
 def linear_small(wt: torch.Tensor, bias: torch.Tensor | None, x_shape: tuple[int, ...], relu: bool) -> Any:
     """A Linear for inputs of shape `x_shape` with few rows (M <= SMALL_M) through the GEMV kernel,
-    or None when the kernel is missing or the shapes do not fit it."""
+    or None when the kernel is missing, the shapes do not fit it, or the weight would be streamed from
+    memory more than once (see GEMV_REREAD_BYTES)."""
     if not _HAVE or wt.dtype != torch.float32 or (bias is not None and bias.dtype != torch.float32):
         return None
     n, k = wt.shape
     m = math.prod(x_shape[:-1])
     if not x_shape or x_shape[-1] != k or not 1 <= m <= SMALL_M:
+        return None
+    if m > 4 and wt.numel() * 4 > GEMV_REREAD_BYTES:
         return None
     w_np = wt.contiguous().numpy()
     b_np = None if bias is None else bias.contiguous().reshape(n).numpy()
