@@ -146,6 +146,25 @@ def cases(
                 lambda w=w, x=x, b=b, yn=yn: np.add(np.matmul(x, w.T, out=yn), b, out=yn),
             )
         )
+    # Four 2048 x 2048 layers in turn (64 MB of weights, more than the caches hold: streamed from
+    # memory each call, as in an MLP of that size).
+    for m in (1, 8):
+        ws = [(rng.standard_normal((2048, 2048)) / 45).astype(np.float32) for _ in range(4)]
+        pws = [dense.pack_linear(w) for w in ws]
+        wts = [torch.from_numpy(w) for w in ws]
+        xs = [rng.standard_normal((m, 2048)).astype(np.float32) for _ in range(4)]
+        ys = [np.empty((m, 2048), np.float32) for _ in range(4)]
+        xts, yts = [torch.from_numpy(x) for x in xs], [torch.from_numpy(y) for y in ys]
+
+        def zs_layers(pws=pws, xs=xs, ys=ys):
+            for pw, x, y in zip(pws, xs, ys):
+                _C.gemm(pw, x, y, -np.inf, np.inf, "")
+
+        def torch_layers(wts=wts, xts=xts, yts=yts):
+            for wt, xt, yt in zip(wts, xts, yts):
+                torch.mm(xt, wt.t(), out=yt)
+
+        out.append((f"gemm {m}x2048x2048 x4 (64 MB)", {"zeroskip": zs_layers, "torch": torch_layers}, None))
     # Dense NCHW convs through the weight-left GEMM (1x1 directly, k x k through im2col), bias fused,
     # Small-CNN (batch 1 and 8), MobileNet-v2 pointwise and ResNet-18 shapes.
     for c, co, hw, k, n in (

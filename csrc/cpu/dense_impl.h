@@ -351,7 +351,12 @@ struct Impl {
 
   static void gemm_packed(const GemmArgs& a, size_t rb, size_t re, size_t pb, size_t pe) {
     if (rb >= re || pb >= pe || a.k == 0) return;
-    const size_t kc_max = 4096 / kNP, chunks = (a.k + kc_max - 1) / kc_max;
+    // k chunks keep a panel's chunk in L1 while every row tile of a block passes over it. One row
+    // tile uses it once: then the panels stream front to back unchunked, which the hardware prefetch
+    // follows better than 16 KB runs a panel (kNP k floats) apart (four 2048 x 2048 Linears at batch 8, weights
+    // from memory, 2 threads: 2.8 -> 1.95 ms).
+    const size_t kc_max = re - rb <= size_t(kMR) ? a.k : 4096 / kNP;
+    const size_t chunks = (a.k + kc_max - 1) / kc_max;
     const size_t kc_even = (a.k + chunks - 1) / chunks;
     const float* bias_all = a.wp + (a.n + kNP - 1) / kNP * kNP * a.k;
     for (size_t k0 = 0; k0 < a.k; k0 += kc_even) {
