@@ -244,6 +244,42 @@ def test_gate_rejects_a_kernel_that_raises(tmp_path: Path, monkeypatch: pytest.M
     assert all("kernel exploded" in why for why in row["rejected"].values())
 
 
+def test_candidates_are_timed_writing_into_a_buffer_as_the_plan_runs_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A kernel that can write into a given buffer is timed that way, as the plan runs it: its fresh
+    output pages would otherwise count against it (and not against torch, which allocates in the plan too)."""
+    calls: dict[str, list[int]] = {}
+
+    def hook(name: str, fn: Any) -> Any:
+        assert hasattr(fn, "run_out")
+        seen = calls.setdefault(name, [0, 0])
+
+        def run(x: Any, *rest: Any) -> Any:
+            seen[0] += 1
+            return fn(x, *rest)
+
+        def run_out(out: Any, x: Any, *rest: Any) -> None:
+            assert tuple(out.shape) == fn.out_shape
+            assert out.dtype == torch.float32
+            seen[1] += 1
+            fn.run_out(out, x, *rest)
+
+        run.run_out, run.out_shape = run_out, fn.out_shape
+        return run
+
+    monkeypatch.setattr(tuning, "_candidate_hook", hook)
+    w = _weight(256, 256, 0.95)
+    s = _load(linear_model(w), tmp_path, sparse="force-csr")
+    x = np.random.default_rng(5).standard_normal((3, 256)).astype(np.float32)
+    y = s.run({"x": x})["y"]
+    np.testing.assert_allclose(y, np.maximum(x @ w.T + np.linspace(-0.5, 0.5, 256), 0), rtol=1e-4, atol=1e-4)
+    assert calls
+    for name, (fresh, into) in calls.items():
+        assert fresh <= 2, name  # the correctness gate's call, and a second look at a slow first call
+        assert into >= tuning.MIN_ROUNDS, name
+
+
 # ------------------------------------------------------------------------------------------------
 # Cache
 
