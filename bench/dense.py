@@ -176,6 +176,9 @@ def cases(
         (32, 16, 112, 1, 1),
         (144, 24, 56, 1, 1),
         (576, 96, 14, 1, 1),
+        (960, 320, 7, 1, 1),
+        (320, 1280, 7, 1, 1),
+        (960, 320, 7, 1, 8),
         (64, 64, 56, 3, 1),
         (128, 128, 28, 3, 1),
         (256, 256, 14, 3, 1),
@@ -195,6 +198,27 @@ def cases(
                         pw, x, y, -np.inf, np.inf, [k, k], [1, 1], [p] * 4, [1, 1]
                     ),
                     "torch": lambda wt=wt, xt=xt, bt=bt, p=p: F.conv2d(xt, wt, bt, 1, p),
+                },
+                None,
+            )
+        )
+    # 1x1 convs on small maps through the Linear packing (output channels in the vectors), the
+    # candidate the planner offers beside the weight-left GEMM for maps up to 14x14.
+    for c, co, hw, n in ((576, 96, 14, 1), (960, 320, 7, 1), (320, 1280, 7, 1), (960, 320, 7, 8)):
+        w = (rng.standard_normal((co, c)) / np.sqrt(c)).astype(np.float32)
+        b = rng.standard_normal(co).astype(np.float32)
+        pl = dense.pack_linear(w, b)
+        x = rng.standard_normal((n, c, hw, hw)).astype(np.float32)
+        y = np.empty((n, co, hw, hw), np.float32)
+        wt, bt, xt = torch.from_numpy(w.reshape(co, c, 1, 1)), torch.from_numpy(b), torch.from_numpy(x)
+        out.append(
+            (
+                f"conv-cv {c}->{co} {hw}x{hw} k1 b{n}",
+                {
+                    "zeroskip": lambda pl=pl, x=x, y=y: _C.conv2d_dense(
+                        pl, x, y, -np.inf, np.inf, [1, 1], [1, 1], [0] * 4, [1, 1]
+                    ),
+                    "torch": lambda wt=wt, xt=xt, bt=bt: F.conv2d(xt, wt, bt),
                 },
                 None,
             )

@@ -485,6 +485,55 @@ def test_conv2d_gemm_threads_and_specials(isa, rng):
     np.testing.assert_array_equal(y[0, :, 0, 0], [1, 0, 3])
 
 
+@pytest.mark.parametrize("isa", ISAS)
+def test_conv1x1_with_channels_in_vectors(isa, rng):
+    """A 1x1 conv through the Linear packing (output channels in the vectors, positions broadcast):
+    against numpy and bit for bit against the weight-left GEMM (both sum over C in order), over
+    partial channel panels, position tiles that cross images or fall short, bias, clamp, residual,
+    threads, NaN and no input channels."""
+    for c, cout in ((1, 1), (5, 7), (33, 17), (130, 70), (300, 40)):
+        w = rng.standard_normal((cout, c, 1, 1)).astype(F32)
+        bias = rng.standard_normal(cout).astype(F32)
+        pl, pc = dense.pack_linear(w.reshape(cout, c), bias, isa=isa), dense.pack_conv(w, bias, isa=isa)
+        for b, hw in ((1, (1, 1)), (1, (7, 7)), (3, (7, 7)), (2, (5, 3)), (1, (14, 14)), (8, (2, 2))):
+            x = rng.standard_normal((b, c, *hw)).astype(F32)
+            r = rng.standard_normal((b, cout, *hw)).astype(F32)
+            ref, bound = conv_ref(x, w, bias, (1, 1), (0, 0, 0, 0), (1, 1))
+            what = f"conv1x1 channel vectors {isa} x={x.shape} w={w.shape}"
+            for clamp, res, want in (
+                (None, None, ref),
+                ((0.0, 6.0), None, np.clip(ref, 0, 6)),
+                ((-1.0, 1.0), r, np.clip(ref + r, -1, 1)),
+                (None, r, ref + r),
+            ):
+                got = dense.conv2d(pl, x, (1, 1), clamp=clamp, residual=res)
+                _gemm_check(got, want, bound, f"{what} clamp={clamp} residual={res is not None}")
+                np.testing.assert_array_equal(got, dense.conv2d(pc, x, (1, 1), clamp=clamp, residual=res))
+    w = rng.standard_normal((200, 64, 1, 1)).astype(F32)
+    pl = dense.pack_linear(w.reshape(200, 64), isa=isa)
+    for shape in ((2, 64, 7, 7), (1, 64, 30, 30)):  # split by channel panels, then by positions
+        x = rng.standard_normal(shape).astype(F32)
+        one, three = _on_threads(lambda x=x: dense.conv2d(pl, x, (1, 1)), 1, 3)
+        np.testing.assert_array_equal(three, one)
+        ref, bound = conv_ref(x, w, None, (1, 1), (0, 0, 0, 0), (1, 1))
+        _gemm_check(one, ref, bound, f"conv1x1 channel vectors {isa} threads {shape}")
+    # A NaN input poisons its position in every channel, and only there; clamp keeps NaN.
+    x = np.zeros((1, 64, 7, 7), F32)
+    x[0, 5, 3, 4] = np.nan
+    y = dense.conv2d(pl, x, (1, 1), clamp=(0.0, 1.0))
+    assert np.isnan(y[0, :, 3, 4]).all()
+    assert np.isnan(y).sum() == 200
+    empty = dense.pack_linear(np.zeros((3, 0), F32), np.array([1, -2, 3], F32), isa=isa)
+    y = dense.conv2d(empty, np.zeros((2, 0, 2, 2), F32), (1, 1), clamp=(0.0, np.inf))
+    np.testing.assert_array_equal(y[1, :, 1, 1], [1, 0, 3])
+    with pytest.raises(InputError, match="1x1 convs of stride 1"):
+        dense.conv2d(pl, np.ones((1, 64, 7, 7), F32), (1, 1), strides=(2, 2))
+    with pytest.raises(InputError, match="1x1 convs of stride 1"):
+        dense.conv2d(pl, np.ones((1, 64, 7, 7), F32), (1, 1), pads=(1, 1, 1, 1))
+    with pytest.raises(InputError, match="columns"):
+        dense.conv2d(pl, np.ones((1, 8, 7, 7), F32), (3, 3))
+
+
 def test_conv2d_gemm_errors():
     p = dense.pack_conv(np.ones((4, 2, 3, 3), F32))
     x = np.ones((1, 2, 5, 5), F32)

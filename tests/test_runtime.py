@@ -965,6 +965,40 @@ def test_nchw_kernels_are_offered_beside_onednn_only_for_small_convs(rng):
     assert "dense/dwconv" not in names(96, 96, 112, 1, group=96, k=3)  # 10.8M
 
 
+def test_channel_vector_gemm_is_offered_to_1x1_convs_on_small_maps(rng):
+    """The 1x1 conv GEMM with output channels in the vectors is a candidate for stride-1 unpadded 1x1
+    convs on maps of up to 14x14 positions (where it wins), and matches torch's conv in the plan."""
+    from zeroskip.ops import cpu_kernels, nn
+
+    def offer(cin, cout, hw, k=1, stride=1):
+        w = torch.from_numpy(rng.standard_normal((cout, cin, k, k)).astype(np.float32))
+        b = torch.from_numpy(rng.standard_normal(cout).astype(np.float32))
+        p = (k - 1) // 2
+        token = nn.NCHW_ONLY.set(True)  # as in the plan of NCHW kernels only
+        try:
+            o = nn._conv_prepare(
+                [(2, cin, hw, hw), w.shape, b.shape], [None, w, b], strides=[stride] * 2, pads=[p] * 4
+            )
+        finally:
+            nn.NCHW_ONLY.reset(token)
+        return dict(o.dense), w, b
+
+    if not hasattr(cpu_kernels._C, "conv2d_dense"):
+        pytest.skip("the dense kernels are not in this build")
+    fns, w, b = offer(96, 40, 7)
+    assert "dense/gemm-cv" in fns
+    x = torch.from_numpy(rng.standard_normal((2, 96, 7, 7)).astype(np.float32))
+    want = torch.nn.functional.conv2d(x, w, b)
+    np.testing.assert_allclose(fns["dense/gemm-cv"](x).numpy(), want.numpy(), rtol=1e-4, atol=1e-4)
+    out = torch.empty(want.shape)
+    fns["dense/gemm-cv"].run_out(out, x)
+    np.testing.assert_allclose(out.numpy(), want.numpy(), rtol=1e-4, atol=1e-4)
+    assert "dense/gemm-cv" in offer(16, 16, 14)[0]
+    assert "dense/gemm-cv" not in offer(16, 16, 15)[0]  # 225 positions
+    assert "dense/gemm-cv" not in offer(16, 16, 7, k=3)[0]
+    assert "dense/gemm-cv" not in offer(16, 16, 7, stride=2)[0]
+
+
 @pytest.mark.parametrize("rows", [(1,), (3,), (2, 2), (16,)])
 @pytest.mark.parametrize(("relu", "with_bias"), [(False, True), (True, True), (False, False)])
 def test_small_batch_linear_kernel_matches_torch(rng, rows, relu, with_bias):

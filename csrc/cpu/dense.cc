@@ -218,6 +218,27 @@ void gemm_f32(const PackedGemm& w, const float* x, size_t ldx, float* y, size_t 
   });
 }
 
+void conv1x1_nchw_f32(const PackedGemm& w, const float* x, float* y, size_t batch, size_t hw, float lo,
+                      float hi, const float* res) {
+  const DenseOps& ops = w.ops();
+  const size_t n = w.n(), np = ops.gemm_np, mr = ops.gemm_mr, panels = (n + np - 1) / np, q = batch * hw;
+  if (n == 0 || q == 0) return;
+  const bool clamp = lo > -__builtin_inff() || hi < __builtin_inff();
+  const GemmNchwArgs a{w.data(), x, y, res, hw, n, w.k(), clamp, lo, hi};
+  const size_t row_tiles = (q + mr - 1) / mr;
+  const int parts =
+      parts_for(q * n * (a.k ? a.k : 1), kMinParallelMacs, panels > row_tiles ? panels : row_tiles);
+  // Panels to each thread when there are enough of them (every thread reads all of x), else positions.
+  const bool by_panels = panels >= 2 * static_cast<size_t>(parts) || panels >= row_tiles;
+  run_parts(parts, [&](int t, int p) {
+    if (by_panels) {
+      ops.gemm_nchw(a, split(panels, 1, t, p), split(panels, 1, t + 1, p), 0, q);
+    } else {
+      ops.gemm_nchw(a, 0, panels, split(q, mr, t, p), split(q, mr, t + 1, p));
+    }
+  });
+}
+
 void dwconv2d_f32(const DenseOps& ops, const float* x, const float* w, const float* bias, float* y,
                   const DwConvShape& s, float clamp_min, float clamp_max) {
   if (s.n == 0 || s.c == 0 || s.oh == 0 || s.ow == 0) return;

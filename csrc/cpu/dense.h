@@ -88,6 +88,20 @@ struct GemmLeftArgs {
   const float* res = nullptr;  // added before the clamp; laid out as y
 };
 
+// A 1x1 convolution (stride 1, no padding) of a batch of NCHW maps through the
+// Linear packing of its weight (n output channels x k input channels, see
+// GemmArgs): y[b][c][p] = clamp(sum_j w[c][j] x[b][j][p] + bias[c] + res[b][c][p]),
+// positions counted across the batch (q = b hw + p). res may be null.
+struct GemmNchwArgs {
+  const float* wp;
+  const float* x;
+  float* y;
+  const float* res;
+  size_t hw, n, k;
+  bool clamp;
+  float lo, hi;
+};
+
 // Floats in a packed GEMM weight for panels of np columns.
 inline size_t gemm_packed_floats(size_t np, size_t n, size_t k) { return (n + np - 1) / np * np * (k + 1); }
 
@@ -125,6 +139,8 @@ struct DenseOps {
   // Row panels [pb, pe) x columns [cb, ce) of the weight-left GEMM (see GemmLeftArgs), with a
   // thread's scratch of gemm_left_scratch floats (its copies of X).
   void (*gemm_left)(const GemmLeftArgs& a, size_t pb, size_t pe, size_t cb, size_t ce, float* scratch);
+  // Output channel panels [pb, pe) x positions [qb, qe) of a 1x1 convolution (see GemmNchwArgs).
+  void (*gemm_nchw)(const GemmNchwArgs& a, size_t pb, size_t pe, size_t qb, size_t qe);
 };
 
 // Every ISA compiled into this build, fastest last (may include ones this CPU lacks).
@@ -190,6 +206,13 @@ void gemm_left_f32(const PackedGemmLeft& w, const float* x, size_t ldx, float* y
 // or hi < inf.
 void gemm_f32(const PackedGemm& w, const float* x, size_t ldx, float* y, size_t ldy, size_t m, GemmAct act,
               float lo, float hi);
+// A 1x1 convolution, stride 1, no padding, NCHW: x (batch, w.k(), hw), y
+// (batch, w.n(), hw) = clamp(w x + bias [+ res]), with the output channels in
+// the vectors and the positions broadcast (a map of few positions leaves the
+// weight-left GEMM's position tiles part empty). res, when given, is laid out
+// as y. Split across the kernel threads.
+void conv1x1_nchw_f32(const PackedGemm& w, const float* x, float* y, size_t batch, size_t hw, float lo, float hi,
+                      const float* res = nullptr);
 void attention_f32(const DenseOps& ops, const AttnShape& s, const float* q, const float* kt, const float* v,
                    const float* mask_or_null, float* o);
 

@@ -374,6 +374,89 @@ struct Impl {
     }
   }
 
+  // ---- 1x1 convolution over NCHW positions (see DenseOps::gemm_nchw) ----
+  //
+  // The Linear packing's tile turned around: MR positions (broadcast from x,
+  // one input plane apart per step of k) x 2W output channels (the panel's two
+  // vectors), the whole of k in registers, so a map of 7x7 positions wastes no
+  // lanes. The tile goes back through a buffer on the stack, channel by channel:
+  // MR x 2W scalar stores per tile against k x 2W x MR multiply-adds. Each sum
+  // runs over k in order, as in the weight-left GEMM.
+  template <int MR>
+  static void nchw_tile(const float* bp, const float* const* xr, float* const* yr, const float* const* rr,
+                        int rows, int cols, const float* bias, const GemmNchwArgs& a) {
+    R acc[MR][2];
+    for (int r = 0; r < MR; ++r) acc[r][0] = acc[r][1] = V::zero();
+    for (size_t j = 0, o = 0; j < a.k; ++j, o += a.hw) {
+      const R b0 = V::load(bp + j * kNP), b1 = V::load(bp + j * kNP + W);
+      for (int r = 0; r < MR; ++r) {
+        const R xv = V::bcast(xr[r][o]);
+        acc[r][0] = V::fma(xv, b0, acc[r][0]);
+        acc[r][1] = V::fma(xv, b1, acc[r][1]);
+      }
+    }
+    alignas(64) float t[MR][kNP];
+    const R v0 = V::load(bias), v1 = V::load(bias + W);
+    for (int r = 0; r < MR; ++r) {
+      V::store(t[r], V::add(acc[r][0], v0));
+      V::store(t[r] + W, V::add(acc[r][1], v1));
+    }
+    const float lo = a.lo, hi = a.hi;
+    if (rows == MR && MR <= W && yr[MR - 1] == yr[0] + (MR - 1)) {
+      // MR positions side by side in one map: each channel's run is one part vector.
+      alignas(64) float u[kNP][MR];
+      for (int r = 0; r < MR; ++r)
+        for (int c = 0; c < kNP; ++c) u[c][r] = t[r][c];
+      const R lov = V::bcast(lo), hiv = V::bcast(hi);
+      for (int c = 0; c < cols; ++c) {
+        const size_t off = size_t(c) * a.hw;
+        R v = V::load_part(u[c], MR);
+        if (rr) v = V::add(v, V::load_part(rr[0] + off, MR));
+        if (a.clamp) v = V::clamp(v, lov, hiv);
+        V::store_part(yr[0] + off, v, MR);
+      }
+      return;
+    }
+    for (int c = 0; c < cols; ++c) {
+      const size_t off = size_t(c) * a.hw;
+      for (int r = 0; r < rows; ++r) {
+        float v = t[r][c];
+        if (rr) v += rr[r][off];
+        if (a.clamp) v = v < lo ? lo : (v > hi ? hi : v);  // NaN stays NaN
+        yr[r][off] = v;
+      }
+    }
+  }
+
+  static void gemm_nchw(const GemmNchwArgs& a, size_t pb, size_t pe, size_t qb, size_t qe) {
+    if (pb >= pe || qb >= qe) return;
+    const float* bias_all = a.wp + (a.n + kNP - 1) / kNP * kNP * a.k;
+    // Positions in blocks whose x (k planes' worth) stays in L2 while every panel passes over it.
+    size_t qblock = (size_t(1) << 16) / (a.k ? a.k : 1) / kMR * kMR;
+    if (qblock < size_t(kMR)) qblock = kMR;
+    for (size_t q0 = qb; q0 < qe; q0 += qblock) {
+      const size_t q1 = qe - q0 < qblock ? qe : q0 + qblock;
+      for (size_t p = pb; p < pe; ++p) {
+        const size_t c0 = p * kNP;
+        const int cols = a.n - c0 < size_t(kNP) ? int(a.n - c0) : kNP;
+        for (size_t q = q0; q < q1; q += kMR) {
+          const int rows = q1 - q < size_t(kMR) ? int(q1 - q) : kMR;
+          const float* xr[kMR];
+          float* yr[kMR];
+          const float* rr[kMR];
+          for (int r = 0; r < kMR; ++r) {
+            const size_t at = q + size_t(r < rows ? r : rows - 1), img = at / a.hw, pos = at % a.hw;
+            const size_t yo = (img * a.n + c0) * a.hw + pos;
+            xr[r] = a.x + img * a.k * a.hw + pos;
+            yr[r] = a.y + yo;
+            rr[r] = a.res ? a.res + yo : nullptr;
+          }
+          nchw_tile<kMR>(a.wp + p * kNP * a.k, xr, yr, a.res ? rr : nullptr, rows, cols, bias_all + c0, a);
+        }
+      }
+    }
+  }
+
   // ---- packed GEMM, weight on the left (see DenseOps::gemm_left) ----
   //
   // Y = W @ X for NCHW convolutions: a register tile of MR rows (output
@@ -942,5 +1025,6 @@ struct Impl {
                          &dense_impl::Impl<V>::attention, &dense_impl::Impl<V>::layernorm,                 \
                          size_t(dense_impl::Impl<V>::kNP), size_t(dense_impl::Impl<V>::kMR),               \
                          dense_impl::Impl<V>::kLeftKc * dense_impl::Impl<V>::kNC,                          \
-                         &dense_impl::Impl<V>::gemm_packed, &dense_impl::Impl<V>::gemm_left};              \
+                         &dense_impl::Impl<V>::gemm_packed, &dense_impl::Impl<V>::gemm_left,               \
+                         &dense_impl::Impl<V>::gemm_nchw};                                                 \
   }

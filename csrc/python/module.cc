@@ -428,30 +428,52 @@ struct Chain {
   std::vector<std::shared_ptr<BoundCall>> calls;
 };
 
-// Checks a dense conv's operands and returns the call (see conv2d_dense).
-Prepared prep_conv2d_dense(const zs::PackedGemmLeft& w, const py::array& x, const py::array& out, float lo,
-                           float hi, const Dims& kernel_shape, const Dims& strides, const Dims& pads,
+// A dense conv's residual (null when none): float32, out's shape, apart from out.
+const float* conv_residual(const std::optional<py::array>& residual, const py::array& out) {
+  if (!residual) return nullptr;
+  f32_arg(*residual, "residual", false);
+  bool same = residual->ndim() == 4;
+  for (int i = 0; same && i < 4; ++i) same = residual->shape(i) == out.shape(i);
+  if (!same)
+    throw py::value_error("residual must have the output's shape " + shape_str(out) + ", got " +
+                          shape_str(*residual));
+  if (overlaps(*residual, out))
+    throw py::value_error("residual must not overlap out (the GEMM keeps partial sums in out)");
+  return static_cast<const float*>(residual->data());
+}
+
+// Checks a dense conv's operands and returns the call (see conv2d_dense). The weight is a
+// DenseConvWeight (any conv) or a DenseWeight (1x1, stride 1, no padding: conv1x1_nchw_f32).
+Prepared prep_conv2d_dense(const py::object& w, const py::array& x, const py::array& out, float lo, float hi,
+                           const Dims& kernel_shape, const Dims& strides, const Dims& pads,
                            const Dims& dilations, const std::optional<py::array>& residual) {
-  const zs::Conv2dShape s =
-      conv_args(int64_t(w.m()), int64_t(w.k()), x, out, kernel_shape, strides, pads, dilations);
+  const bool left = py::isinstance<zs::PackedGemmLeft>(w);
+  if (!left && !py::isinstance<zs::PackedGemm>(w))
+    throw py::type_error("w must be a DenseConvWeight or a DenseWeight, got " +
+                         std::string(py::str(py::type::of(w).attr("__name__"))));
+  const int64_t m =
+      left ? int64_t(w.cast<const zs::PackedGemmLeft&>().m()) : int64_t(w.cast<const zs::PackedGemm&>().n());
+  const int64_t k =
+      left ? int64_t(w.cast<const zs::PackedGemmLeft&>().k()) : int64_t(w.cast<const zs::PackedGemm&>().k());
+  const zs::Conv2dShape s = conv_args(m, k, x, out, kernel_shape, strides, pads, dilations);
   if (!(lo <= hi)) throw py::value_error("clamp range is empty: min > max");
-  const float* rp = nullptr;
-  if (residual) {
-    f32_arg(*residual, "residual", false);
-    bool same = residual->ndim() == 4;
-    for (int i = 0; same && i < 4; ++i) same = residual->shape(i) == out.shape(i);
-    if (!same)
-      throw py::value_error("residual must have the output's shape " + shape_str(out) + ", got " +
-                            shape_str(*residual));
-    if (overlaps(*residual, out))
-      throw py::value_error("residual must not overlap out (the GEMM keeps partial sums in out)");
-    rp = static_cast<const float*>(residual->data());
-  }
+  const float* rp = conv_residual(residual, out);
   const float* xp = static_cast<const float*>(x.data());
   float* yp = static_cast<float*>(const_cast<void*>(out.data()));
-  const zs::PackedGemmLeft* wp = &w;
-  return {out.size() == 0 ? Call() : Call([=] { zs::conv2d_dense_f32(*wp, xp, yp, s, lo, hi, rp); }),
-          out.size() * (s.c * s.kh * s.kw + 1) >= kReleaseGil * 8};
+  const bool release = out.size() * (s.c * s.kh * s.kw + 1) >= kReleaseGil * 8;
+  if (!left && (s.kh != 1 || s.kw != 1 || s.sh != 1 || s.sw != 1 || s.pad_t || s.pad_l || s.pad_b || s.pad_r))
+    throw py::value_error("a DenseWeight runs 1x1 convs of stride 1 without padding, got kernel_shape " +
+                          dims_str({s.kh, s.kw}) + ", strides " + dims_str({s.sh, s.sw}) + ", pads " +
+                          dims_str({s.pad_t, s.pad_l, s.pad_b, s.pad_r}) +
+                          "; pack the weight as a DenseConvWeight");
+  if (out.size() == 0) return {Call(), false};
+  if (left) {
+    const zs::PackedGemmLeft* wp = &w.cast<const zs::PackedGemmLeft&>();
+    return {Call([=] { zs::conv2d_dense_f32(*wp, xp, yp, s, lo, hi, rp); }), release};
+  }
+  const zs::PackedGemm* wp = &w.cast<const zs::PackedGemm&>();
+  const size_t b = size_t(s.b), hw = size_t(s.h * s.w);
+  return {Call([=] { zs::conv1x1_nchw_f32(*wp, xp, yp, b, hw, lo, hi, rp); }), release};
 }
 
 // Checks pooling's operands and returns the call (see pool2d).
@@ -777,7 +799,7 @@ PYBIND11_MODULE(_C, m) {
       .def_property_readonly("shape", [](const zs::PackedGemmLeft& p) { return py::make_tuple(p.m(), p.k()); })
       .def_property_readonly("isa", [](const zs::PackedGemmLeft& p) { return zs::isa_name(p.ops().isa); })
       .def_property_readonly("nbytes", &zs::PackedGemmLeft::bytes);
-  m.def("conv2d_dense", [](const zs::PackedGemmLeft& w, const py::array& x, const py::array& out, float lo, float hi,
+  m.def("conv2d_dense", [](const py::object& w, const py::array& x, const py::array& out, float lo, float hi,
                            const Dims& kernel_shape, const Dims& strides, const Dims& pads, const Dims& dilations,
                            const std::optional<py::array>& residual) {
     run_prepared(prep_conv2d_dense(w, x, out, lo, hi, kernel_shape, strides, pads, dilations, residual));
@@ -785,12 +807,13 @@ PYBIND11_MODULE(_C, m) {
         py::arg("kernel_shape"), py::arg("strides"), py::arg("pads"), py::arg("dilations"),
         py::arg("residual") = py::none(),
         "Conv2d (NCHW, groups 1) with a packed dense weight: out (B, Cout, OH, OW) = clamp(conv(x) + bias\n"
-        "+ residual), residual (optional) of out's shape and not overlapping it.");
+        "+ residual), residual (optional) of out's shape and not overlapping it. w: a DenseConvWeight\n"
+        "(Cout, C*KH*KW), or a DenseWeight (Cout, C) for 1x1 convs of stride 1 without padding (output\n"
+        "channels in the vectors: for maps of few positions).");
   m.def("bind_conv2d_dense", [](const py::object& w, const py::array& x, const py::array& out, float lo, float hi,
                                 const Dims& kernel_shape, const Dims& strides, const Dims& pads,
                                 const Dims& dilations, const std::optional<py::array>& residual) {
-    Prepared p = prep_conv2d_dense(w.cast<const zs::PackedGemmLeft&>(), x, out, lo, hi, kernel_shape, strides, pads,
-                                   dilations, residual);
+    Prepared p = prep_conv2d_dense(w, x, out, lo, hi, kernel_shape, strides, pads, dilations, residual);
     return bound(std::move(p), {w, x, out, residual ? py::object(*residual) : py::object(py::none())});
   }, py::arg("w"), py::arg("x"), py::arg("out"), py::arg("clamp_min"), py::arg("clamp_max"),
         py::arg("kernel_shape"), py::arg("strides"), py::arg("pads"), py::arg("dilations"),

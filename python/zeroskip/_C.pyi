@@ -146,7 +146,7 @@ class DenseConvWeight:
     def nbytes(self) -> int: ...
 
 def conv2d_dense(
-    w: DenseConvWeight,
+    w: DenseConvWeight | DenseWeight,
     x: np.ndarray,
     out: np.ndarray,
     clamp_min: float,
@@ -230,7 +230,7 @@ class Chain:
     def __call__(self) -> None: ...
 
 def bind_conv2d_dense(
-    w: DenseConvWeight,
+    w: DenseConvWeight | DenseWeight,
     x: np.ndarray,
     out: np.ndarray,
     clamp_min: float,

@@ -7,6 +7,7 @@
     y = dense.linear(p, x, activation="gelu")    # x (..., K) -> (..., N); clamp=(lo, hi) for Relu / Clip
     c = dense.pack_conv(w4, bias)            # Conv2d weight (Cout, C, KH, KW) packed once (groups 1)
     y = dense.conv2d(c, x, (3, 3), pads=(1, 1, 1, 1), clamp=(0, 6))   # NCHW, through the same GEMM
+    y = dense.conv2d(dense.pack_linear(w4.reshape(cout, c), bias), x, (1, 1))  # 1x1, small maps
     y = dense.dwconv2d(x, w, bias, strides=(2, 2), pads=(1, 1, 1, 1), clamp=(0, 6))  # depthwise, NCHW
     y = dense.pool2d(x, "max", (3, 3), strides=(2, 2), pads=(1, 1, 1, 1))  # max / avg pooling, NCHW
     o = dense.attention(q, kt, v, mask, scale=0.125)  # softmax(scale q @ kt + mask) @ v per head
@@ -173,9 +174,14 @@ def conv2d(
 ) -> np.ndarray:
     """Conv2d, NCHW, groups 1, zero padding, with a weight from `pack_conv`: y = clamp(conv(x, w) + bias
     [+ residual]) for x (N, C, H, W); kernel (KH, KW) as packed. Output (N, Cout, OH, OW) as for
-    dwconv2d; residual (a residual connection) has the output's shape and is not `out` itself."""
-    if not isinstance(packed, _C.DenseConvWeight):
-        raise InputError(f"conv2d: packed must come from dense.pack_conv, got {type(packed).__name__}")
+    dwconv2d; residual (a residual connection) has the output's shape and is not `out` itself.
+    A 1x1 conv of stride 1 without padding may also take `pack_linear(w.reshape(Cout, C), bias)`:
+    the output channels then fill the vectors, faster on maps of few positions (7x7, 14x14)."""
+    if not isinstance(packed, (_C.DenseConvWeight, _C.DenseWeight)):
+        raise InputError(
+            f"conv2d: packed must come from dense.pack_conv (or pack_linear for a 1x1 conv), "
+            f"got {type(packed).__name__}"
+        )
     xa = _array(x, "x")
     win, shape = _window("conv2d", xa, kernel, strides, pads, dilations, packed.shape[0])
     y = _args.output(shape, "conv2d") if out is None else _args.given_out(out, "conv2d")

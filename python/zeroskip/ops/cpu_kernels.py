@@ -544,11 +544,19 @@ def conv_dense_gemm(
     pads: tuple[int, int, int, int],
     dilations: tuple[int, int],
     clamp: tuple[float, float] | None,
+    channel_vectors: bool = False,
 ) -> Any:
     """A group-1 2-D NCHW convolution through the dense weight-left GEMM: the weight, as Cout x (C * KH *
     KW), and the bias are packed on the first call; 1x1 convs multiply the input itself, others its
-    im2col; Relu / Clip in the epilogue. None when the kernel is missing or the operands do not fit."""
+    im2col; Relu / Clip in the epilogue. With `channel_vectors` (1x1, stride 1, no padding only), the
+    weight is packed as a Linear's and the output channels fill the vectors, positions broadcast (for
+    maps of few positions, whose position tiles the weight-left GEMM leaves part empty). None when the
+    kernel is missing or the operands do not fit."""
     if not hasattr(_C, "conv2d_dense") or w.dtype != torch.float32 or len(x_shape) != 4 or w.dim() != 4:
+        return None
+    if channel_vectors and (
+        tuple(w.shape[2:]) != (1, 1) or tuple(strides) != (1, 1) or any(pads) or tuple(kernel_shape) != (1, 1)
+    ):
         return None
     if bias is not None and (bias.dtype != torch.float32 or bias.numel() != w.shape[0]):
         return None
@@ -562,7 +570,8 @@ def conv_dense_gemm(
     lo, hi = _bounds(clamp)
     out_shape = (n, cout, oh, ow)
     ks, st, pd, dl = [kh, kw], [sh, sw], list(pads), [dh, dw]
-    weight = _packed_on_first_call(_C.DenseConvWeight, w.reshape(cout, -1), bias)
+    packing = _C.DenseWeight if channel_vectors else _C.DenseConvWeight
+    weight = _packed_on_first_call(packing, w.reshape(cout, -1), bias)
     conv, from_numpy, empty, f32 = _C.conv2d_dense, torch.from_numpy, np.empty, np.float32
     xv, ov = _Views(tuple(x_shape)), _Views(out_shape)
 
