@@ -202,6 +202,17 @@ def _fail(what: str) -> Any:
 # Correctness gate
 
 
+def _run_forced_csr(tmp_path: Path, n: int, rows: int, seed: int) -> Any:
+    """A 95%-sparse n x n Linear + Relu loaded with CSR forced (the candidates go through
+    `_candidate_hook`), run once on `rows` rows and checked against numpy; returns the session."""
+    w = _weight(n, n, 0.95)
+    s = _load(linear_model(w), tmp_path, sparse="force-csr")
+    x = np.random.default_rng(seed).standard_normal((rows, n)).astype(np.float32)
+    y = s.run({"x": x})["y"]
+    np.testing.assert_allclose(y, np.maximum(x @ w.T + np.linspace(-0.5, 0.5, n), 0), rtol=1e-4, atol=1e-4)
+    return s
+
+
 def test_gate_rejects_a_broken_kernel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def hook(name: str, fn: Any) -> Any:
         if not name.startswith("csr/"):
@@ -215,11 +226,7 @@ def test_gate_rejects_a_broken_kernel(tmp_path: Path, monkeypatch: pytest.Monkey
         return broken
 
     monkeypatch.setattr(tuning, "_candidate_hook", hook)
-    w = _weight(512, 512, 0.95)
-    s = _load(linear_model(w), tmp_path, sparse="force-csr")
-    x = np.random.default_rng(3).standard_normal((1, 512)).astype(np.float32)
-    y = s.run({"x": x})["y"]
-    np.testing.assert_allclose(y, np.maximum(x @ w.T + np.linspace(-0.5, 0.5, 512), 0), rtol=1e-4, atol=1e-4)
+    s = _run_forced_csr(tmp_path, 512, rows=1, seed=3)
     (row,) = _rows(s)
     assert row["winner"].startswith("dense")
     assert row["rejected"]
@@ -269,11 +276,7 @@ def test_candidates_are_timed_writing_into_a_buffer_as_the_plan_runs_them(
         return run
 
     monkeypatch.setattr(tuning, "_candidate_hook", hook)
-    w = _weight(256, 256, 0.95)
-    s = _load(linear_model(w), tmp_path, sparse="force-csr")
-    x = np.random.default_rng(5).standard_normal((3, 256)).astype(np.float32)
-    y = s.run({"x": x})["y"]
-    np.testing.assert_allclose(y, np.maximum(x @ w.T + np.linspace(-0.5, 0.5, 256), 0), rtol=1e-4, atol=1e-4)
+    _run_forced_csr(tmp_path, 256, rows=3, seed=5)
     assert calls
     for name, (fresh, into) in calls.items():
         assert fresh <= 2, name  # the correctness gate's call, and a second look at a slow first call
