@@ -1036,3 +1036,14 @@ def test_bound_calls_and_chains(rng):
         _C.bind_conv2d_dense(packed, x, c, 0.0, 6.0, [3, 3], [1, 1], [1] * 4, [1, 1], c)
     with pytest.raises(ValueError, match="None"):
         _C.Chain([calls[0], None])
+    # A 1x1 conv through the Linear packing binds too (chained after the pool, on its output).
+    w1 = rng.standard_normal((5, 6)).astype(F32)
+    lin, q = dense.pack_linear(w1, rng.standard_normal(5).astype(F32)), np.full((2, 5, 4, 4), np.nan, F32)
+    chain = _C.Chain([calls[2], _C.bind_conv2d_dense(lin, p, q, 0.0, 6.0, [1, 1], [1, 1], [0] * 4, [1, 1])])
+    d[...] = rng.standard_normal(d.shape)
+    chain()
+    np.testing.assert_array_equal(q, dense.conv2d(lin, p, (1, 1), clamp=(0.0, 6.0)))
+    with pytest.raises(ValueError, match="1x1 convs of stride 1"):
+        _C.bind_conv2d_dense(lin, p, q[:, :, :2, :2].copy(), 0.0, 6.0, [1, 1], [2, 2], [0] * 4, [1, 1])
+    with pytest.raises(TypeError, match="DenseConvWeight or a DenseWeight"):
+        _C.bind_conv2d_dense(w1, p, q, 0.0, 6.0, [1, 1], [1, 1], [0] * 4, [1, 1])
