@@ -37,8 +37,12 @@ SUDO=()
 
 # ------------------------------------------------------------------ 1. packages
 APT_PKGS=(g++-aarch64-linux-gnu qemu-user libsimde-dev ninja-build mmdebstrap)
-if ! command -v aarch64-linux-gnu-g++ qemu-aarch64 mmdebstrap ninja >/dev/null \
-  || [[ ! -d /usr/include/simde ]]; then
+missing=0
+# One tool at a time: `command -v a b c` succeeds when only some of them are there.
+for tool in aarch64-linux-gnu-g++ qemu-aarch64 mmdebstrap ninja; do
+  command -v "$tool" >/dev/null || missing=1
+done
+if [[ $missing == 1 || ! -d /usr/include/simde ]]; then
   step "installing ${APT_PKGS[*]}"
   "${SUDO[@]}" apt-get update -qq
   DEBIAN_FRONTEND=noninteractive "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${APT_PKGS[@]}" >/dev/null
