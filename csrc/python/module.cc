@@ -6,9 +6,9 @@
 #include <pybind11/stl.h>
 
 #include <cmath>
+#include <cstring>
 #include <functional>
 #include <memory>
-#include <cstring>
 #include <optional>
 #include <string>
 #include <tuple>
@@ -447,33 +447,28 @@ const float* conv_residual(const std::optional<py::array>& residual, const py::a
 Prepared prep_conv2d_dense(const py::object& w, const py::array& x, const py::array& out, float lo, float hi,
                            const Dims& kernel_shape, const Dims& strides, const Dims& pads,
                            const Dims& dilations, const std::optional<py::array>& residual) {
-  const bool left = py::isinstance<zs::PackedGemmLeft>(w);
-  if (!left && !py::isinstance<zs::PackedGemm>(w))
+  const zs::PackedGemmLeft* wl =
+      py::isinstance<zs::PackedGemmLeft>(w) ? &w.cast<const zs::PackedGemmLeft&>() : nullptr;
+  const zs::PackedGemm* wg = py::isinstance<zs::PackedGemm>(w) ? &w.cast<const zs::PackedGemm&>() : nullptr;
+  if (!wl && !wg)
     throw py::type_error("w must be a DenseConvWeight or a DenseWeight, got " +
                          std::string(py::str(py::type::of(w).attr("__name__"))));
-  const int64_t m =
-      left ? int64_t(w.cast<const zs::PackedGemmLeft&>().m()) : int64_t(w.cast<const zs::PackedGemm&>().n());
-  const int64_t k =
-      left ? int64_t(w.cast<const zs::PackedGemmLeft&>().k()) : int64_t(w.cast<const zs::PackedGemm&>().k());
+  const int64_t m = int64_t(wl ? wl->m() : wg->n()), k = int64_t(wl ? wl->k() : wg->k());
   const zs::Conv2dShape s = conv_args(m, k, x, out, kernel_shape, strides, pads, dilations);
   if (!(lo <= hi)) throw py::value_error("clamp range is empty: min > max");
   const float* rp = conv_residual(residual, out);
   const float* xp = static_cast<const float*>(x.data());
   float* yp = static_cast<float*>(const_cast<void*>(out.data()));
   const bool release = out.size() * (s.c * s.kh * s.kw + 1) >= kReleaseGil * 8;
-  if (!left && (s.kh != 1 || s.kw != 1 || s.sh != 1 || s.sw != 1 || s.pad_t || s.pad_l || s.pad_b || s.pad_r))
+  if (wg && (s.kh != 1 || s.kw != 1 || s.sh != 1 || s.sw != 1 || s.pad_t || s.pad_l || s.pad_b || s.pad_r))
     throw py::value_error("a DenseWeight runs 1x1 convs of stride 1 without padding, got kernel_shape " +
                           dims_str({s.kh, s.kw}) + ", strides " + dims_str({s.sh, s.sw}) + ", pads " +
                           dims_str({s.pad_t, s.pad_l, s.pad_b, s.pad_r}) +
                           "; pack the weight as a DenseConvWeight");
   if (out.size() == 0) return {Call(), false};
-  if (left) {
-    const zs::PackedGemmLeft* wp = &w.cast<const zs::PackedGemmLeft&>();
-    return {Call([=] { zs::conv2d_dense_f32(*wp, xp, yp, s, lo, hi, rp); }), release};
-  }
-  const zs::PackedGemm* wp = &w.cast<const zs::PackedGemm&>();
+  if (wl) return {Call([=] { zs::conv2d_dense_f32(*wl, xp, yp, s, lo, hi, rp); }), release};
   const size_t b = size_t(s.b), hw = size_t(s.h * s.w);
-  return {Call([=] { zs::conv1x1_nchw_f32(*wp, xp, yp, b, hw, lo, hi, rp); }), release};
+  return {Call([=] { zs::conv1x1_nchw_f32(*wg, xp, yp, b, hw, lo, hi, rp); }), release};
 }
 
 // Checks pooling's operands and returns the call (see pool2d).

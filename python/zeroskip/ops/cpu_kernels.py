@@ -554,10 +554,8 @@ def conv_dense_gemm(
     kernel is missing or the operands do not fit."""
     if not hasattr(_C, "conv2d_dense") or w.dtype != torch.float32 or len(x_shape) != 4 or w.dim() != 4:
         return None
-    if channel_vectors and (
-        tuple(w.shape[2:]) != (1, 1) or tuple(strides) != (1, 1) or any(pads) or tuple(kernel_shape) != (1, 1)
-    ):
-        return None
+    if channel_vectors and (tuple(kernel_shape) != (1, 1) or tuple(strides) != (1, 1) or any(pads)):
+        return None  # (the weight's own shape is checked against kernel_shape below)
     if bias is not None and (bias.dtype != torch.float32 or bias.numel() != w.shape[0]):
         return None
     n, c, h, wd = x_shape
